@@ -1,0 +1,44 @@
+//! mprelay: a management point relay with encrypted intake.
+//!
+//! Device agents seal and sign compliance reports; relays open, check and spool them durably;
+//! site servers pull them into the site database. The modules follow the boxes of DESIGN.md:
+//!
+//! - [`proto`]: the protobuf wire messages, generated from `proto/` at build time.
+//! - [`ids`]: checked identifiers (`DeviceId`, `MessageId`, `KeyEpoch`) built at the boundary.
+//! - [`envelope`]: envelope v1 — device key derivation, AES-256-GCM sealing, Ed25519 signing.
+//! - [`wire`]: the one mapping from refusals to HTTP status, error code and `Retry-After`.
+//! - [`pki`]: the site CA, certificates, master and enrollment secrets, rustls configurations.
+//! - [`net`]: the HTTPS server loop with its limits, and a kept-alive HTTPS client.
+//! - [`spool`]: the relay's durable SQLite spool with group commit.
+//! - [`relay`]: the relay — agent-facing intake listener and site-facing mTLS listener.
+//! - [`store`]: the site database behind one interface (SQLite; PostgreSQL at scale).
+//! - [`site`]: the site server — pulls relays, writes batches, serves the admin API.
+//! - [`agent`]: the device agent — enrollment, state file, durable queue, submission.
+//! - [`config`]: TOML configuration files with `MPRELAY_…` environment overrides.
+//! - [`clock`]: injectable time sources.
+//! - [`demo`]: the whole system in one process on loopback.
+//! - [`cli`]: the `mprelay` command line.
+
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod envelope;
+pub mod ids;
+pub mod metrics;
+pub mod net;
+pub mod pki;
+pub mod relay;
+pub mod site;
+pub mod spool;
+pub mod store;
+pub mod wire;
+
+/// The generated protobuf messages of `proto/mprelay/v1/mprelay.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/mprelay.v1.rs"));
+}

@@ -1,0 +1,336 @@
+//! One HTTPS server loop for every listener (relay agent-facing, relay site-facing, site admin):
+//! TLS with rustls, HTTP/1.1 and HTTP/2 with hyper, and the limits DESIGN section 2 asks of every
+//! listener — body size, header read timeout, connection cap, per-connection request cap — plus
+//! a TLS handshake timeout, a body read timeout and graceful shutdown with a grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::wire::Refusal;
+
+/// Limits applied by a listener. Defaults follow DESIGN section 2.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body accepted; larger ones get 413 `too_large`.
+    pub max_body_bytes: usize,
+    /// Time a client has to send a complete request head, counted from when the connection is
+    /// ready for one (so it also closes idle HTTP/1.1 keep-alive connections).
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a complete request body once its head arrived.
+    pub body_read_timeout: Duration,
+    /// Time a client has to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Idle time after which an HTTP/2 connection with no open stream is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; further ones are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Requests served on one connection before it is asked to close.
+    pub max_requests_per_connection: u64,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Time in-flight requests get to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 30_000,
+            max_requests_per_connection: 100_000,
+            max_concurrent_streams: 128,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a handler knows about the connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// DER of the verified client certificate chain's end entity, when one was presented.
+    pub client_cert: Option<Arc<Vec<u8>>>,
+}
+
+/// A request handler: gets the request and its peer, returns the full response.
+pub trait Handler: Clone + Send + Sync + 'static {
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        peer: Arc<Peer>,
+    ) -> impl Future<Output = Response<Full<Bytes>>> + Send;
+}
+
+/// Counters every listener keeps; the metrics endpoint reads them.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    pub open_connections: AtomicUsize,
+    pub accepted_connections: AtomicU64,
+    pub refused_connections: AtomicU64,
+    pub failed_handshakes: AtomicU64,
+}
+
+/// A running listener: its address, its counters, and how to stop it.
+pub struct ServerHandle {
+    pub addr: SocketAddr,
+    pub stats: Arc<ListenerStats>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// Stops accepting, lets in-flight requests finish within the grace period, then returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Starts serving `listener` in a background task.
+pub fn spawn<H: Handler>(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    limits: Limits,
+    handler: H,
+    name: &'static str,
+) -> std::io::Result<ServerHandle> {
+    let addr = listener.local_addr()?;
+    let (tx, rx) = watch::channel(false);
+    let stats = Arc::new(ListenerStats::default());
+    let task = tokio::spawn(
+        accept_loop(listener, tls, limits, handler, rx, stats.clone())
+            .instrument(info_span!("listener", name, %addr)),
+    );
+    Ok(ServerHandle {
+        addr,
+        stats,
+        shutdown: tx,
+        task,
+    })
+}
+
+async fn accept_loop<H: Handler>(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    limits: Limits,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+    stats: Arc<ListenerStats>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let limits = Arc::new(limits);
+    let mut conns = JoinSet::new();
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = shutdown.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+            debug!(%addr, "connection cap reached; closing");
+            drop(stream);
+            continue;
+        };
+        stats.accepted_connections.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        let conn = serve_connection(
+            stream,
+            addr,
+            acceptor.clone(),
+            limits.clone(),
+            handler.clone(),
+            shutdown.clone(),
+            stats.clone(),
+        );
+        conns.spawn(
+            async move {
+                conn.await;
+                drop(permit);
+            }
+            .instrument(info_span!("conn", peer = %addr)),
+        );
+    }
+    drop(listener);
+    let grace = limits.shutdown_grace;
+    if tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        warn!(remaining = conns.len(), "grace period over; closing connections");
+        conns.shutdown().await;
+    }
+}
+
+async fn serve_connection<H: Handler>(
+    stream: TcpStream,
+    addr: SocketAddr,
+    acceptor: TlsAcceptor,
+    limits: Arc<Limits>,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+    stats: Arc<ListenerStats>,
+) {
+    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            stats.failed_handshakes.fetch_add(1, Ordering::Relaxed);
+            debug!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            stats.failed_handshakes.fetch_add(1, Ordering::Relaxed);
+            debug!("TLS handshake timed out");
+            return;
+        }
+    };
+    stats.open_connections.fetch_add(1, Ordering::Relaxed);
+    let client_cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| Arc::new(c.as_ref().to_vec()));
+    let peer = Arc::new(Peer { addr, client_cert });
+
+    let served = Arc::new(AtomicU64::new(0));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let close_now = Arc::new(Notify::new());
+    let activity = Arc::new(Notify::new());
+    let max_requests = limits.max_requests_per_connection;
+    let svc = {
+        let (served, in_flight, close_now, activity) =
+            (served.clone(), in_flight.clone(), close_now.clone(), activity.clone());
+        service_fn(move |req: Request<Incoming>| {
+            let handler = handler.clone();
+            let peer = peer.clone();
+            let (served, in_flight, close_now, activity) =
+                (served.clone(), in_flight.clone(), close_now.clone(), activity.clone());
+            async move {
+                in_flight.fetch_add(1, Ordering::Relaxed);
+                let n = served.fetch_add(1, Ordering::Relaxed) + 1;
+                let mut resp = handler.call(req, peer).await;
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                activity.notify_one();
+                if n >= max_requests {
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    close_now.notify_one();
+                }
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        })
+    };
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(64 * 1024)
+        .max_pending_accept_reset_streams(Some(64))
+        .max_local_error_reset_streams(Some(256))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+
+    let idle = limits.idle_timeout;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    debug!(error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = close_now.notified(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = activity.notified() => {}
+            _ = tokio::time::sleep(idle), if !closing => {
+                if in_flight.load(Ordering::Relaxed) == 0 {
+                    debug!("idle timeout");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+    stats.open_connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Reads a request body within the listener's size and time limits.
+pub async fn read_body(body: Incoming, limits: &Limits) -> Result<Bytes, Refusal> {
+    let limited = Limited::new(body, limits.max_body_bytes);
+    match tokio::time::timeout(limits.body_read_timeout, limited.collect()).await {
+        Err(_) => Err(Refusal::Timeout),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Err(Refusal::TooLarge {
+                    limit: limits.max_body_bytes,
+                })
+            } else {
+                Err(Refusal::Malformed("the request body could not be read".into()))
+            }
+        }
+    }
+}
+
+/// Refuses a request early from its `Content-Length`, before reading the body.
+pub fn check_content_length<B>(req: &Request<B>, limits: &Limits) -> Result<(), Refusal> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limits.max_body_bytes as u64 => Err(Refusal::TooLarge {
+            limit: limits.max_body_bytes,
+        }),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,326 @@
+//! The agent-facing endpoints: `POST /v1/enroll`, `POST /v1/submissions`, `POST /v1/policy`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use prost::Message;
+use ring::digest;
+use subtle::ConstantTimeEq;
+use tracing::{debug, error, info};
+
+use super::RelayState;
+use crate::clock::DAY_MS;
+use crate::envelope::{self, Opened};
+use crate::ids::{DeviceId, DevicePublicKey, MessageId};
+use crate::net::Peer;
+use crate::net::server::{check_content_length, read_body};
+use crate::proto::{
+    self, ComplianceReport, DeviceEnrollment, EnrollRequest, EnrollResponse, ForwardRecord,
+    PolicyResponse, SubmissionReceipt, TermsAcceptance, VerifiedSubmission, forward_record,
+    submission::Body,
+};
+use crate::spool::{Appended, NewRecord, SpoolError};
+use crate::wire::{Refusal, protobuf_response};
+
+/// Longest text field an agent may send (hostnames, values, rule texts, errors).
+const MAX_TEXT: usize = 4096;
+/// Most settings one report may carry.
+const MAX_SETTINGS: usize = 10_000;
+
+type Resp = Result<Response<Full<Bytes>>, Refusal>;
+
+async fn body(st: &RelayState, req: Request<Incoming>) -> Result<Bytes, Refusal> {
+    check_content_length(&req, &st.agent_limits)?;
+    read_body(req.into_body(), &st.agent_limits).await
+}
+
+pub(super) async fn enroll(st: &RelayState, req: Request<Incoming>, peer: &Peer) -> Resp {
+    let body = body(st, req).await?;
+    // Rate-limit before looking at the secret, so a flood cannot brute-force it.
+    st.enroll_bucket.take().map_err(|retry_after| {
+        debug!(peer = %peer.addr, "enrollment rate limited");
+        Refusal::RateLimited { retry_after }
+    })?;
+    let er = EnrollRequest::decode(body)
+        .map_err(|_| Refusal::Malformed("not an EnrollRequest".into()))?;
+    let ok: bool = er
+        .enrollment_secret
+        .as_bytes()
+        .ct_eq(st.enrollment_secret.as_bytes())
+        .into();
+    if !ok {
+        info!(peer = %peer.addr, "enrollment refused: wrong secret");
+        return Err(Refusal::EnrollmentRefused);
+    }
+    let pk = DevicePublicKey::try_from(er.device_public_key.as_slice())
+        .map_err(|_| Refusal::Malformed("device_public_key must be 32 bytes".into()))?;
+    for (name, v) in [
+        ("hostname", &er.hostname),
+        ("os", &er.os),
+        ("agent_version", &er.agent_version),
+        ("hardware_id", &er.hardware_id),
+    ] {
+        if v.len() > 255 {
+            return Err(Refusal::Malformed(format!("{name} is longer than 255 bytes")));
+        }
+    }
+    let device_id = DeviceId::from_public_key(&pk);
+    if st.is_blocked(&device_id.hex()) {
+        return Err(Refusal::DeviceBlocked);
+    }
+    let (epoch, master) = st.keys.newest();
+    let device_key = envelope::derive_device_key(master, &device_id, &pk);
+
+    // The same enrollment repeated maps to the same record id, so it is spooled once; changed
+    // details (a new hostname) make a new record and the site updates the device.
+    let enrollment = DeviceEnrollment {
+        device_id: device_id.hex(),
+        device_public_key: pk.as_bytes().to_vec(),
+        key_epoch: epoch.get(),
+        hostname: er.hostname,
+        os: er.os,
+        agent_version: er.agent_version,
+        hardware_id: er.hardware_id,
+    };
+    let message_id = enrollment_message_id(&enrollment);
+    let now = st.clock.now_ms();
+    let record = ForwardRecord {
+        seq: 0,
+        message_id: message_id.to_string(),
+        received_unix_ms: now,
+        record: Some(forward_record::Record::Enrollment(enrollment)),
+    };
+    spool_record(st, message_id, now, record.encode_to_vec()).await?;
+    st.metrics.enrollments.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    info!(%device_id, %epoch, "device enrolled");
+    let resp = EnrollResponse {
+        device_id: device_id.hex(),
+        key_epoch: epoch.get(),
+        device_key: device_key.expose().to_vec(),
+        relay_id: st.relay_id.clone(),
+    };
+    Ok(protobuf_response(StatusCode::OK, resp.encode_to_vec()))
+}
+
+/// A UUID (version 8, custom) from the SHA-256 of an enrollment's fields.
+fn enrollment_message_id(e: &DeviceEnrollment) -> MessageId {
+    let d = digest::digest(&digest::SHA256, &e.encode_to_vec());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d.as_ref()[..16]);
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    MessageId::from_bytes(b)
+}
+
+/// Opens and checks a sealed request through "device not blocked" and the time window: the
+/// checks common to submissions and policy requests, in DESIGN's order.
+fn open_checked(st: &RelayState, body: &[u8]) -> Result<Opened, Refusal> {
+    let opened = envelope::open_bytes(&st.keys, body)?;
+    if st.is_blocked(&opened.device_id.hex()) {
+        return Err(Refusal::DeviceBlocked);
+    }
+    let now = st.clock.now_ms();
+    let created = opened.submission.created_unix_ms;
+    if created > now + st.intake.max_clock_skew.as_millis() as i64 {
+        return Err(Refusal::FromTheFuture);
+    }
+    if created < now - i64::from(st.retention_days()) * DAY_MS {
+        return Err(Refusal::Stale);
+    }
+    Ok(opened)
+}
+
+pub(super) async fn submit(st: &RelayState, req: Request<Incoming>) -> Resp {
+    let started = Instant::now();
+    let body = body(st, req).await?;
+    let opened = open_checked(st, &body)?;
+    drop(body);
+    let message_id: MessageId = opened
+        .submission
+        .message_id
+        .parse()
+        .map_err(|_| Refusal::InvalidReport("message_id is not a canonical UUID".into()))?;
+    match &opened.submission.body {
+        Some(Body::ComplianceReport(r)) => validate_report(r)?,
+        Some(Body::TermsAcceptance(t)) => validate_acceptance(t)?,
+        Some(Body::PolicyRequest(_)) => {
+            return Err(Refusal::InvalidReport(
+                "policy requests go to POST /v1/policy".into(),
+            ));
+        }
+        None => return Err(Refusal::InvalidReport("the submission has no body".into())),
+    }
+    let now = st.clock.now_ms();
+    let record = ForwardRecord {
+        seq: 0,
+        message_id: message_id.to_string(),
+        received_unix_ms: now,
+        record: Some(forward_record::Record::Submission(VerifiedSubmission {
+            device_id: opened.device_id.hex(),
+            device_public_key: opened.public_key.as_bytes().to_vec(),
+            key_epoch: opened.epoch.get(),
+            submission: opened.submission_bytes,
+            signature: opened.signature,
+        })),
+    };
+    let (status, accepted_ms) = spool_record(st, message_id, now, record.encode_to_vec()).await?;
+    let receipt = SubmissionReceipt {
+        message_id: message_id.to_string(),
+        accepted_unix_ms: accepted_ms,
+        relay_id: st.relay_id.clone(),
+    };
+    st.metrics
+        .submit_latency
+        .observe_duration(started.elapsed());
+    Ok(protobuf_response(status, receipt.encode_to_vec()))
+}
+
+/// Spools a record; 202 when new, 200 when the id was already known.
+async fn spool_record(
+    st: &RelayState,
+    message_id: MessageId,
+    now: i64,
+    payload: Vec<u8>,
+) -> Result<(StatusCode, i64), Refusal> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let retry_after = st.intake.overload_retry_after;
+    match st
+        .spool
+        .append(NewRecord {
+            message_id,
+            accepted_ms: now,
+            payload,
+        })
+        .await
+    {
+        Ok(Appended::New { accepted_ms, .. }) => {
+            st.metrics.accepted.fetch_add(1, Relaxed);
+            Ok((StatusCode::ACCEPTED, accepted_ms))
+        }
+        Ok(Appended::Duplicate { accepted_ms }) => {
+            st.metrics.duplicates.fetch_add(1, Relaxed);
+            Ok((StatusCode::OK, accepted_ms))
+        }
+        Err(SpoolError::Full) => Err(Refusal::Overloaded { retry_after }),
+        Err(e) => {
+            error!(error = %e, "spool append failed");
+            Err(Refusal::Overloaded { retry_after })
+        }
+    }
+}
+
+fn check_text(field: &str, v: &str) -> Result<(), Refusal> {
+    if v.len() > MAX_TEXT {
+        return Err(Refusal::InvalidReport(format!(
+            "{field} is longer than {MAX_TEXT} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn check_id(field: &str, v: &str) -> Result<(), Refusal> {
+    if v.is_empty() || v.len() > 128 {
+        return Err(Refusal::InvalidReport(format!(
+            "{field} must be 1 to 128 bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// The body checks: ids present, enums known, sizes bounded.
+pub(crate) fn validate_report(r: &ComplianceReport) -> Result<(), Refusal> {
+    check_id("baseline_id", &r.baseline_id)?;
+    check_text("baseline_name", &r.baseline_name)?;
+    if r.evaluated_unix_ms <= 0 {
+        return Err(Refusal::InvalidReport("evaluated_unix_ms is missing".into()));
+    }
+    let mut settings = 0usize;
+    for ci in &r.configuration_items {
+        check_id("ci_id", &ci.ci_id)?;
+        check_text("ci_name", &ci.ci_name)?;
+        if proto::Membership::try_from(ci.membership).is_err() {
+            return Err(Refusal::InvalidReport(format!(
+                "configuration item {:?} has an unknown membership",
+                ci.ci_id
+            )));
+        }
+        for s in &ci.settings {
+            settings += 1;
+            check_id("setting_id", &s.setting_id)?;
+            if proto::ComplianceState::try_from(s.state).is_err() {
+                return Err(Refusal::InvalidReport(format!(
+                    "setting {:?} has an unknown state {}",
+                    s.setting_id, s.state
+                )));
+            }
+            if proto::Severity::try_from(s.severity).is_err() {
+                return Err(Refusal::InvalidReport(format!(
+                    "setting {:?} has an unknown severity {}",
+                    s.setting_id, s.severity
+                )));
+            }
+            check_text("expected", &s.expected)?;
+            check_text("error", &s.error)?;
+            for v in [&s.observed_before, &s.observed_after].into_iter().flatten() {
+                check_text("observed value", v)?;
+            }
+        }
+    }
+    if settings > MAX_SETTINGS {
+        return Err(Refusal::InvalidReport(format!(
+            "more than {MAX_SETTINGS} settings in one report"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_acceptance(t: &TermsAcceptance) -> Result<(), Refusal> {
+    if t.user.is_empty() || t.user.len() > 255 {
+        return Err(Refusal::InvalidReport("user must be 1 to 255 bytes".into()));
+    }
+    if t.terms_version == 0 {
+        return Err(Refusal::InvalidReport("terms_version must be at least 1".into()));
+    }
+    if t.accepted_unix_ms <= 0 {
+        return Err(Refusal::InvalidReport("accepted_unix_ms is missing".into()));
+    }
+    Ok(())
+}
+
+pub(super) async fn policy(st: &RelayState, req: Request<Incoming>) -> Resp {
+    let body = body(st, req).await?;
+    let opened = open_checked(st, &body)?;
+    let Some(Body::PolicyRequest(pr)) = opened.submission.body else {
+        return Err(Refusal::InvalidReport(
+            "POST /v1/policy takes a sealed PolicyRequest".into(),
+        ));
+    };
+    st.metrics
+        .policy_served
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let snapshot: Option<Arc<proto::PolicySnapshot>> = st.policy_snapshot();
+    let resp = match snapshot {
+        Some(p) if p.version == pr.known_version => PolicyResponse {
+            policy: None,
+            unchanged: true,
+        },
+        Some(p) => PolicyResponse {
+            policy: Some((*p).clone()),
+            unchanged: false,
+        },
+        // No policy pushed yet: the empty snapshot, version 0.
+        None if pr.known_version == 0 => PolicyResponse {
+            policy: None,
+            unchanged: true,
+        },
+        None => PolicyResponse {
+            policy: Some(proto::PolicySnapshot::default()),
+            unchanged: false,
+        },
+    };
+    Ok(protobuf_response(StatusCode::OK, resp.encode_to_vec()))
+}

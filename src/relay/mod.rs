@@ -1,0 +1,408 @@
+//! The relay (management point): an agent-facing HTTPS listener for enrollment, submissions and
+//! policy, and a site-facing mutual-TLS listener from which site servers pull spooled records and
+//! to which they push policy.
+//!
+//! The relay keeps no device table: device keys are derived from the master secret of their
+//! epoch (see [`crate::envelope`]), so any number of relays can serve the same devices. Its only
+//! state is the spool and the last policy snapshot, both in the spool database.
+
+mod forward;
+mod intake;
+mod ratelimit;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::clock::SharedClock;
+use crate::envelope::MasterKeys;
+use crate::metrics::{self, Histogram, LATENCY_BUCKETS};
+use crate::net::server::{self, Handler, ListenerStats, Peer, ServerHandle};
+use crate::net::Limits;
+use crate::proto::PolicySnapshot;
+use crate::spool::{Spool, SpoolConfig, SpoolError};
+use crate::wire::Refusal;
+
+pub use ratelimit::TokenBucket;
+
+/// Everything a relay needs to run, already loaded and checked.
+pub struct RelayOptions {
+    pub relay_id: String,
+    pub keys: MasterKeys,
+    pub enrollment_secret: String,
+    pub agent_tls: Arc<ServerConfig>,
+    pub site_tls: Arc<ServerConfig>,
+    pub agent_limits: Limits,
+    pub site_limits: Limits,
+    pub spool: SpoolConfig,
+    pub intake: IntakeOptions,
+    pub clock: SharedClock,
+}
+
+/// Checks and limits of the intake path.
+#[derive(Debug, Clone)]
+pub struct IntakeOptions {
+    /// How far in the future a `created_unix_ms` may be (device clocks drift).
+    pub max_clock_skew: Duration,
+    /// Reports older than this are refused as stale, until the site's policy says otherwise.
+    pub default_retention_days: u32,
+    /// Enrollments per second across all peers, and the burst allowed.
+    pub enroll_rate_per_s: f64,
+    pub enroll_burst: f64,
+    /// `Retry-After` given with `overloaded`.
+    pub overload_retry_after: Duration,
+    /// Most records one forward batch carries, and about how many bytes.
+    pub max_forward_records: usize,
+    pub max_forward_bytes: usize,
+    /// Longest long-poll a site may ask for.
+    pub max_forward_wait: Duration,
+}
+
+impl Default for IntakeOptions {
+    fn default() -> Self {
+        Self {
+            max_clock_skew: Duration::from_secs(300),
+            default_retention_days: 90,
+            enroll_rate_per_s: 100.0,
+            enroll_burst: 500.0,
+            overload_retry_after: Duration::from_secs(10),
+            max_forward_records: 5000,
+            max_forward_bytes: 8 * 1024 * 1024,
+            max_forward_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The error codes a relay counts rejections by.
+const REJECT_CODES: &[&str] = &[
+    "malformed",
+    "unsupported_version",
+    "invalid_report",
+    "unknown_key_epoch",
+    "decrypt_failed",
+    "bad_signature",
+    "identity_mismatch",
+    "device_blocked",
+    "enrollment_refused",
+    "too_large",
+    "stale",
+    "from_the_future",
+    "rate_limited",
+    "overloaded",
+    "timeout",
+    "not_found",
+    "method_not_allowed",
+    "conflict",
+    "unauthorized",
+    "internal",
+];
+
+/// The relay's counters, rendered on `/metrics`.
+#[derive(Debug)]
+pub struct RelayMetrics {
+    pub accepted: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub enrollments: AtomicU64,
+    pub policy_served: AtomicU64,
+    pub forwarded_records: AtomicU64,
+    rejected: Vec<AtomicU64>,
+    pub submit_latency: Histogram,
+}
+
+impl Default for RelayMetrics {
+    fn default() -> Self {
+        Self {
+            accepted: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            enrollments: AtomicU64::new(0),
+            policy_served: AtomicU64::new(0),
+            forwarded_records: AtomicU64::new(0),
+            rejected: REJECT_CODES.iter().map(|_| AtomicU64::new(0)).collect(),
+            submit_latency: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
+}
+
+impl RelayMetrics {
+    pub fn reject(&self, code: &str) {
+        if let Some(i) = REJECT_CODES.iter().position(|c| *c == code) {
+            self.rejected[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn rejected(&self, code: &str) -> u64 {
+        REJECT_CODES
+            .iter()
+            .position(|c| *c == code)
+            .map(|i| self.rejected[i].load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+}
+
+/// The last policy the site pushed, with what the hot path needs from it pre-computed.
+#[derive(Debug, Default)]
+pub(crate) struct PolicyState {
+    pub snapshot: Option<Arc<PolicySnapshot>>,
+    pub blocked: HashSet<String>,
+}
+
+pub(crate) struct RelayState {
+    pub relay_id: String,
+    pub keys: MasterKeys,
+    pub enrollment_secret: String,
+    pub spool: Spool,
+    pub intake: IntakeOptions,
+    pub agent_limits: Limits,
+    pub site_limits: Limits,
+    pub policy: RwLock<PolicyState>,
+    pub enroll_bucket: TokenBucket,
+    pub metrics: RelayMetrics,
+    pub clock: SharedClock,
+    pub agent_stats: std::sync::OnceLock<Arc<ListenerStats>>,
+    pub forward_waiters: AtomicUsize,
+}
+
+impl RelayState {
+    pub fn is_blocked(&self, device_id: &str) -> bool {
+        self.policy
+            .read()
+            .map(|p| p.blocked.contains(device_id))
+            .unwrap_or(false)
+    }
+
+    pub fn retention_days(&self) -> u32 {
+        self.policy
+            .read()
+            .ok()
+            .and_then(|p| p.snapshot.as_ref().map(|s| s.retention_days))
+            .filter(|d| *d > 0)
+            .unwrap_or(self.intake.default_retention_days)
+    }
+
+    pub fn set_policy(&self, snapshot: PolicySnapshot) {
+        let blocked = snapshot.blocked_device_ids.iter().cloned().collect();
+        if let Ok(mut p) = self.policy.write() {
+            *p = PolicyState {
+                snapshot: Some(Arc::new(snapshot)),
+                blocked,
+            };
+        }
+    }
+
+    pub fn policy_snapshot(&self) -> Option<Arc<PolicySnapshot>> {
+        self.policy.read().ok().and_then(|p| p.snapshot.clone())
+    }
+
+    fn render_metrics(&self) -> String {
+        let mut out = String::new();
+        let m = &self.metrics;
+        metrics::header(&mut out, "mprelay_relay_accepted_total", "counter", "Submissions accepted and spooled (202).");
+        metrics::sample(&mut out, "mprelay_relay_accepted_total", "", m.accepted.load(Ordering::Relaxed));
+        metrics::header(&mut out, "mprelay_relay_duplicates_total", "counter", "Resends of known message ids answered 200.");
+        metrics::sample(&mut out, "mprelay_relay_duplicates_total", "", m.duplicates.load(Ordering::Relaxed));
+        metrics::header(&mut out, "mprelay_relay_enrollments_total", "counter", "Successful enrollments.");
+        metrics::sample(&mut out, "mprelay_relay_enrollments_total", "", m.enrollments.load(Ordering::Relaxed));
+        metrics::header(&mut out, "mprelay_relay_rejected_total", "counter", "Requests refused, by error code.");
+        for (code, c) in REJECT_CODES.iter().zip(&m.rejected) {
+            metrics::sample(&mut out, "mprelay_relay_rejected_total", &format!("code=\"{code}\""), c.load(Ordering::Relaxed));
+        }
+        metrics::header(&mut out, "mprelay_relay_submission_seconds", "histogram", "Time from request to receipt for submissions.");
+        m.submit_latency.render(&mut out, "mprelay_relay_submission_seconds", "");
+        let s = self.spool.stats();
+        metrics::header(&mut out, "mprelay_relay_spool_pending_records", "gauge", "Records waiting for the site.");
+        metrics::sample(&mut out, "mprelay_relay_spool_pending_records", "", s.pending_records.load(Ordering::Relaxed));
+        metrics::header(&mut out, "mprelay_relay_spool_pending_bytes", "gauge", "Bytes waiting for the site.");
+        metrics::sample(&mut out, "mprelay_relay_spool_pending_bytes", "", s.pending_bytes.load(Ordering::Relaxed));
+        metrics::header(&mut out, "mprelay_relay_spool_last_seq", "gauge", "Highest sequence number assigned.");
+        metrics::sample(&mut out, "mprelay_relay_spool_last_seq", "", s.last_seq.load(Ordering::Relaxed));
+        metrics::header(&mut out, "mprelay_relay_spool_acked_seq", "gauge", "Highest sequence number the site acknowledged.");
+        metrics::sample(&mut out, "mprelay_relay_spool_acked_seq", "", s.acked_through.load(Ordering::Relaxed));
+        metrics::header(&mut out, "mprelay_relay_group_commit_batch_size", "histogram", "Records per spool commit.");
+        let hist = self.spool.batch_histogram();
+        let mut cumulative = 0;
+        for (b, c) in crate::spool::BATCH_SIZE_BUCKETS.iter().zip(&hist) {
+            cumulative += c;
+            metrics::sample(&mut out, "mprelay_relay_group_commit_batch_size_bucket", &format!("le=\"{b}\""), cumulative);
+        }
+        cumulative += hist.last().copied().unwrap_or(0);
+        metrics::sample(&mut out, "mprelay_relay_group_commit_batch_size_bucket", "le=\"+Inf\"", cumulative);
+        metrics::sample(&mut out, "mprelay_relay_group_commit_batch_size_sum", "", s.batched_records.load(Ordering::Relaxed));
+        metrics::sample(&mut out, "mprelay_relay_group_commit_batch_size_count", "", s.batches.load(Ordering::Relaxed));
+        if let Some(st) = self.agent_stats.get() {
+            metrics::header(&mut out, "mprelay_relay_open_connections", "gauge", "Agent connections open now.");
+            metrics::sample(&mut out, "mprelay_relay_open_connections", "", st.open_connections.load(Ordering::Relaxed));
+            metrics::header(&mut out, "mprelay_relay_refused_connections_total", "counter", "Agent connections closed at the connection cap.");
+            metrics::sample(&mut out, "mprelay_relay_refused_connections_total", "", st.refused_connections.load(Ordering::Relaxed));
+        }
+        out
+    }
+}
+
+/// A running relay.
+pub struct RelayHandle {
+    pub relay_id: String,
+    pub agent_addr: SocketAddr,
+    pub site_addr: SocketAddr,
+    pub spool: Spool,
+    state: Arc<RelayState>,
+    agent: ServerHandle,
+    site: ServerHandle,
+}
+
+impl RelayHandle {
+    pub fn metrics(&self) -> &RelayMetrics {
+        &self.state.metrics
+    }
+
+    pub fn agent_stats(&self) -> &ListenerStats {
+        &self.agent.stats
+    }
+
+    /// The relay's metrics in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        self.state.render_metrics()
+    }
+
+    /// Stops both listeners (in-flight requests finish within the grace period), then closes the
+    /// spool after committing what it holds.
+    pub async fn shutdown(self) {
+        let RelayHandle {
+            agent, site, spool, ..
+        } = self;
+        tokio::join!(agent.shutdown(), site.shutdown());
+        spool.close().await;
+        info!("relay stopped");
+    }
+}
+
+/// Why a relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// Opens the spool and starts both listeners on the given sockets.
+pub async fn start(
+    opts: RelayOptions,
+    agent_listener: TcpListener,
+    site_listener: TcpListener,
+) -> Result<RelayHandle, RelayError> {
+    let spool = Spool::open(opts.spool.clone()).await?;
+    let state = Arc::new(RelayState {
+        relay_id: opts.relay_id.clone(),
+        keys: opts.keys,
+        enrollment_secret: opts.enrollment_secret,
+        spool: spool.clone(),
+        enroll_bucket: TokenBucket::new(opts.intake.enroll_rate_per_s, opts.intake.enroll_burst),
+        intake: opts.intake,
+        agent_limits: opts.agent_limits.clone(),
+        site_limits: opts.site_limits.clone(),
+        policy: RwLock::new(PolicyState::default()),
+        metrics: RelayMetrics::default(),
+        clock: opts.clock,
+        agent_stats: std::sync::OnceLock::new(),
+        forward_waiters: AtomicUsize::new(0),
+    });
+    if let Some(p) = spool.load_policy().await? {
+        info!(version = p.version, "restored policy snapshot from spool");
+        state.set_policy(p);
+    }
+    let agent = server::spawn(
+        agent_listener,
+        opts.agent_tls,
+        opts.agent_limits,
+        AgentFacing(state.clone()),
+        "agent",
+    )?;
+    let _ = state.agent_stats.set(agent.stats.clone());
+    let site = server::spawn(
+        site_listener,
+        opts.site_tls,
+        opts.site_limits,
+        SiteFacing(state.clone()),
+        "site",
+    )?;
+    info!(
+        relay_id = %opts.relay_id,
+        agent = %agent.addr,
+        site = %site.addr,
+        spool_id = spool.spool_id(),
+        "relay listening"
+    );
+    Ok(RelayHandle {
+        relay_id: opts.relay_id,
+        agent_addr: agent.addr,
+        site_addr: site.addr,
+        spool,
+        state,
+        agent,
+        site,
+    })
+}
+
+#[derive(Clone)]
+struct AgentFacing(Arc<RelayState>);
+
+impl Handler for AgentFacing {
+    async fn call(&self, req: Request<Incoming>, peer: Arc<Peer>) -> Response<Full<Bytes>> {
+        let st = &self.0;
+        let path = req.uri().path().to_string();
+        let result = match (req.method(), path.as_str()) {
+            (&Method::POST, "/v1/submissions") => intake::submit(st, req).await,
+            (&Method::POST, "/v1/enroll") => intake::enroll(st, req, &peer).await,
+            (&Method::POST, "/v1/policy") => intake::policy(st, req).await,
+            (&Method::GET, "/healthz") => Ok(text(200, "ok\n")),
+            (_, "/v1/submissions" | "/v1/enroll" | "/v1/policy") => Err(Refusal::MethodNotAllowed),
+            _ => Err(Refusal::NotFound),
+        };
+        result.unwrap_or_else(|r| {
+            st.metrics.reject(r.code());
+            r.into_response()
+        })
+    }
+}
+
+#[derive(Clone)]
+struct SiteFacing(Arc<RelayState>);
+
+impl Handler for SiteFacing {
+    async fn call(&self, req: Request<Incoming>, _peer: Arc<Peer>) -> Response<Full<Bytes>> {
+        let st = &self.0;
+        let path = req.uri().path().to_string();
+        let result = match (req.method(), path.as_str()) {
+            (&Method::GET, "/v1/forward") => forward::forward(st, req).await,
+            (&Method::POST, "/v1/forward/ack") => forward::ack(st, req).await,
+            (&Method::PUT, "/v1/policy") => forward::put_policy(st, req).await,
+            (&Method::GET, "/metrics") => Ok(text(200, &st.render_metrics())),
+            (&Method::GET, "/healthz") => Ok(text(200, "ok\n")),
+            (_, "/v1/forward" | "/v1/forward/ack" | "/v1/policy") => {
+                Err(Refusal::MethodNotAllowed)
+            }
+            _ => Err(Refusal::NotFound),
+        };
+        result.unwrap_or_else(|r| r.into_response())
+    }
+}
+
+pub(crate) fn text(status: u16, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
