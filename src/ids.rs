@@ -76,7 +76,11 @@ impl DeviceId {
 impl FromStr for DeviceId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() != 32
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(IdError::DeviceId);
         }
         let mut id = [0u8; 16];
@@ -196,9 +200,17 @@ mod tests {
 
     #[test]
     fn device_id_refuses_uppercase_and_wrong_length() {
-        assert!("ABCDEF0123456789abcdef0123456789".parse::<DeviceId>().is_err());
+        assert!(
+            "ABCDEF0123456789abcdef0123456789"
+                .parse::<DeviceId>()
+                .is_err()
+        );
         assert!("abcdef".parse::<DeviceId>().is_err());
-        assert!("zzcdef0123456789abcdef0123456789".parse::<DeviceId>().is_err());
+        assert!(
+            "zzcdef0123456789abcdef0123456789"
+                .parse::<DeviceId>()
+                .is_err()
+        );
     }
 
     #[test]
@@ -208,7 +220,11 @@ mod tests {
         let upper = id.to_string().to_uppercase();
         assert_eq!(upper.parse::<MessageId>().unwrap(), id);
         assert!(id.uuid().simple().to_string().parse::<MessageId>().is_err());
-        assert!("00000000-0000-0000-0000-000000000000".parse::<MessageId>().is_err());
+        assert!(
+            "00000000-0000-0000-0000-000000000000"
+                .parse::<MessageId>()
+                .is_err()
+        );
         assert!("not-a-uuid".parse::<MessageId>().is_err());
     }
 

@@ -11,12 +11,16 @@
 //! - [`net`]: the HTTPS server loop with its limits, and a kept-alive HTTPS client.
 //! - [`spool`]: the relay's durable SQLite spool with group commit.
 //! - [`relay`]: the relay — agent-facing intake listener and site-facing mTLS listener.
+//! - [`compliance`]: compliance states, severities and roll-ups.
 //! - [`store`]: the site database behind one interface (SQLite; PostgreSQL at scale).
 //! - [`site`]: the site server — pulls relays, writes batches, serves the admin API.
 //! - [`agent`]: the device agent — enrollment, state file, durable queue, submission.
 //! - [`config`]: TOML configuration files with `MPRELAY_…` environment overrides.
 //! - [`clock`]: injectable time sources.
-//! - [`demo`]: the whole system in one process on loopback.
+//! - [`metrics`]: counters and histograms in the Prometheus text format.
+//! - [`fsutil`]: private (0600), atomic file writes.
+//! - [`sample`]: realistic synthetic reports for the demo, benchmarks and tests.
+//! - [`demo`]: the whole system in one process on loopback, and the same wiring for tests.
 //! - [`cli`]: the `mprelay` command line.
 
 #![forbid(unsafe_code)]
@@ -24,14 +28,17 @@
 pub mod agent;
 pub mod cli;
 pub mod clock;
+pub mod compliance;
 pub mod config;
 pub mod demo;
 pub mod envelope;
+pub mod fsutil;
 pub mod ids;
 pub mod metrics;
 pub mod net;
 pub mod pki;
 pub mod relay;
+pub mod sample;
 pub mod site;
 pub mod spool;
 pub mod store;

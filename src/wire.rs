@@ -113,7 +113,9 @@ impl Refusal {
         use Refusal::*;
         match self {
             Malformed(why) => format!("malformed request: {why}"),
-            UnsupportedVersion => "envelope version not supported; this relay speaks version 1".into(),
+            UnsupportedVersion => {
+                "envelope version not supported; this relay speaks version 1".into()
+            }
             InvalidReport(why) => format!("invalid report: {why}"),
             UnknownKeyEpoch => "key epoch not known to this relay; enroll again".into(),
             DecryptFailed => "the submission could not be decrypted; enroll again".into(),
@@ -123,7 +125,9 @@ impl Refusal {
             EnrollmentRefused => "enrollment refused".into(),
             TooLarge { limit } => format!("request body exceeds the limit of {limit} bytes"),
             Stale => "the submission is older than the site's retention age".into(),
-            FromTheFuture => "the submission's creation time is in the future; check the device clock".into(),
+            FromTheFuture => {
+                "the submission's creation time is in the future; check the device clock".into()
+            }
             RateLimited { .. } => "too many requests; retry later".into(),
             Overloaded { .. } => "the relay cannot take more right now; retry later".into(),
             Timeout => "the request arrived too slowly".into(),
@@ -210,7 +214,11 @@ pub fn agent_action(code: &str) -> AgentAction {
             AgentAction::Reenroll
         }
         "device_blocked" | "enrollment_refused" => AgentAction::Stop,
-        "malformed" | "unsupported_version" | "invalid_report" | "too_large" | "stale"
+        "malformed"
+        | "unsupported_version"
+        | "invalid_report"
+        | "too_large"
+        | "stale"
         | "from_the_future" => AgentAction::Drop,
         // rate_limited, overloaded, timeout, internal and anything a newer relay may add.
         _ => AgentAction::RetryLater,

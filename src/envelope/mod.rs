@@ -285,21 +285,42 @@ pub fn seal_with_nonce(
         submission: submission.to_vec(),
         signature: signer.sign(submission),
     };
-    let mut buf = signed.encode_to_vec();
+    seal_raw(
+        &signer.device_id(),
+        &signer.public_key(),
+        epoch,
+        device_key,
+        &signed.encode_to_vec(),
+        nonce,
+    )
+}
+
+/// Encrypts arbitrary plaintext as an envelope of `device_id` — no signing, no checks. For
+/// tests, fuzzing and the hostile-input catalogue, which need envelopes that are valid at one
+/// layer and wrong at the next; agents use [`seal`].
+pub fn seal_raw(
+    device_id: &DeviceId,
+    public_key: &DevicePublicKey,
+    epoch: KeyEpoch,
+    device_key: &DeviceKey,
+    plaintext: &[u8],
+    nonce: [u8; NONCE_LEN],
+) -> SealedSubmission {
+    let mut buf = plaintext.to_vec();
     let key = LessSafeKey::new(
         UnboundKey::new(&AES_256_GCM, device_key.expose()).expect("32-byte AES-256 key"),
     );
     key.seal_in_place_append_tag(
         Nonce::assume_unique_for_key(nonce),
-        aead::Aad::from(aad(&signer.device_id(), epoch)),
+        aead::Aad::from(aad(device_id, epoch)),
         &mut buf,
     )
     .expect("plaintext far below the AES-GCM length limit");
     SealedSubmission {
         envelope_version: ENVELOPE_VERSION,
-        device_id: signer.device_id().hex(),
+        device_id: device_id.hex(),
         key_epoch: epoch.get(),
-        device_public_key: signer.public_key().as_bytes().to_vec(),
+        device_public_key: public_key.as_bytes().to_vec(),
         nonce: nonce.to_vec(),
         ciphertext: buf,
     }
@@ -327,6 +348,11 @@ pub fn open_bytes(keys: &MasterKeys, body: &[u8]) -> Result<Opened, EnvelopeErro
 
 /// [`open_bytes`] for an already decoded envelope.
 pub fn open(keys: &MasterKeys, sealed: SealedSubmission) -> Result<Opened, EnvelopeError> {
+    // A missing version (0) means the body is not an envelope at all, e.g. an empty body or
+    // another message; a present but different version is a newer agent.
+    if sealed.envelope_version == 0 {
+        return Err(EnvelopeError::Malformed);
+    }
     if sealed.envelope_version != ENVELOPE_VERSION {
         return Err(EnvelopeError::UnsupportedVersion);
     }
@@ -483,8 +509,14 @@ mod tests {
         let (_, mut s) = sealed();
         s.envelope_version = 2;
         assert_eq!(
-            open(&keys(), s).unwrap_err(),
+            open(&keys(), s.clone()).unwrap_err(),
             EnvelopeError::UnsupportedVersion
+        );
+        s.envelope_version = 0;
+        assert_eq!(open(&keys(), s).unwrap_err(), EnvelopeError::Malformed);
+        assert_eq!(
+            open_bytes(&keys(), b"").unwrap_err(),
+            EnvelopeError::Malformed
         );
     }
 
@@ -646,7 +678,11 @@ mod tests {
         // Device A seals, correctly, a submission that claims to come from device B.
         let a = DeviceSigner::from_seed(&SEED);
         let b = DeviceSigner::from_seed(&[0x22; 32]);
-        let dk = derive_device_key(&MasterSecret::from_bytes(MASTER), &a.device_id(), &a.public_key());
+        let dk = derive_device_key(
+            &MasterSecret::from_bytes(MASTER),
+            &a.device_id(),
+            &a.public_key(),
+        );
         let claim_b = Submission {
             message_id: "0190f2d4-8c3b-7f00-9c1e-2b8f3e4a5d6c".into(),
             device_id: b.device_id().hex(),

@@ -292,7 +292,10 @@ impl HttpClient {
         } else {
             b.uri(path).header(header::HOST, &self.authority)
         };
-        b = b.header(header::USER_AGENT, concat!("mprelay/", env!("CARGO_PKG_VERSION")));
+        b = b.header(
+            header::USER_AGENT,
+            concat!("mprelay/", env!("CARGO_PKG_VERSION")),
+        );
         if body.is_some() {
             b = b.header(header::CONTENT_TYPE, PROTOBUF);
         }

@@ -37,7 +37,8 @@ pub struct Limits {
     pub body_read_timeout: Duration,
     /// Time a client has to complete the TLS handshake.
     pub handshake_timeout: Duration,
-    /// Idle time after which an HTTP/2 connection with no open stream is closed.
+    /// Idle time after which a connection with no request in flight is closed (never longer than
+    /// the header read timeout).
     pub idle_timeout: Duration,
     /// Connections served at once; further ones are closed as soon as they are accepted.
     pub max_connections: usize,
@@ -187,7 +188,10 @@ async fn accept_loop<H: Handler>(
         .await
         .is_err()
     {
-        warn!(remaining = conns.len(), "grace period over; closing connections");
+        warn!(
+            remaining = conns.len(),
+            "grace period over; closing connections"
+        );
         conns.shutdown().await;
     }
 }
@@ -229,13 +233,21 @@ async fn serve_connection<H: Handler>(
     let activity = Arc::new(Notify::new());
     let max_requests = limits.max_requests_per_connection;
     let svc = {
-        let (served, in_flight, close_now, activity) =
-            (served.clone(), in_flight.clone(), close_now.clone(), activity.clone());
+        let (served, in_flight, close_now, activity) = (
+            served.clone(),
+            in_flight.clone(),
+            close_now.clone(),
+            activity.clone(),
+        );
         service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
             let peer = peer.clone();
-            let (served, in_flight, close_now, activity) =
-                (served.clone(), in_flight.clone(), close_now.clone(), activity.clone());
+            let (served, in_flight, close_now, activity) = (
+                served.clone(),
+                in_flight.clone(),
+                close_now.clone(),
+                activity.clone(),
+            );
             async move {
                 in_flight.fetch_add(1, Ordering::Relaxed);
                 let n = served.fetch_add(1, Ordering::Relaxed) + 1;
@@ -271,7 +283,10 @@ async fn serve_connection<H: Handler>(
     let conn = builder.serve_connection(TokioIo::new(tls), svc);
     tokio::pin!(conn);
 
-    let idle = limits.idle_timeout;
+    // With no request in flight, a connection must produce a complete request within the header
+    // read timeout. hyper enforces that for HTTP/1.1 itself; this timer does it for HTTP/2 too
+    // (a slow-loris HEADERS frame never reaches the service, so never counts as activity).
+    let idle = limits.idle_timeout.min(limits.header_read_timeout);
     let mut closing = false;
     loop {
         tokio::select! {
@@ -309,12 +324,16 @@ pub async fn read_body(body: Incoming, limits: &Limits) -> Result<Bytes, Refusal
         Err(_) => Err(Refusal::Timeout),
         Ok(Ok(c)) => Ok(c.to_bytes()),
         Ok(Err(e)) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err(Refusal::TooLarge {
                     limit: limits.max_body_bytes,
                 })
             } else {
-                Err(Refusal::Malformed("the request body could not be read".into()))
+                Err(Refusal::Malformed(
+                    "the request body could not be read".into(),
+                ))
             }
         }
     }

@@ -88,8 +88,40 @@ impl PkiPaths {
     pub fn enrollment_secret(&self) -> PathBuf {
         self.dir.join("enrollment.secret")
     }
+    pub fn admin_cert(&self) -> PathBuf {
+        self.dir.join("admin.pem")
+    }
+    pub fn admin_key(&self) -> PathBuf {
+        self.dir.join("admin.key")
+    }
+    pub fn agent_ca_cert(&self) -> PathBuf {
+        self.dir.join("agent-ca.pem")
+    }
+    pub fn agent_ca_key(&self) -> PathBuf {
+        self.dir.join("agent-ca.key")
+    }
+    /// The revocation list of agent client certificates.
     pub fn crl(&self) -> PathBuf {
-        self.dir.join("crl.pem")
+        self.dir.join("agent-crl.pem")
+    }
+}
+
+/// Which CA issues a client certificate. Agents and site servers get theirs from different CAs
+/// so that an agent's certificate can never open the relay's site-facing listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRole {
+    /// Issued by the agent CA; accepted by the agent listener when `client_auth` is on.
+    Agent,
+    /// Issued by the site CA; accepted by the relay's site-facing listener.
+    Site,
+}
+
+impl PkiPaths {
+    fn issuer_files(&self, role: ClientRole) -> (PathBuf, &'static str) {
+        match role {
+            ClientRole::Agent => (self.agent_ca_key(), AGENT_CA_COMMON_NAME),
+            ClientRole::Site => (self.ca_key(), CA_COMMON_NAME),
+        }
     }
 }
 
@@ -105,11 +137,12 @@ pub fn install_default_provider() {
 }
 
 const CA_COMMON_NAME: &str = "mprelay site CA";
+const AGENT_CA_COMMON_NAME: &str = "mprelay agent CA";
 
-fn ca_params() -> CertificateParams {
+fn ca_params(common_name: &str) -> CertificateParams {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, CA_COMMON_NAME);
+    dn.push(DnType::CommonName, common_name);
     dn.push(DnType::OrganizationName, "mprelay");
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -153,7 +186,8 @@ pub struct InitReport {
 }
 
 /// Writes a development PKI into `dir`: site CA, relay server certificate for `hosts`, site
-/// client certificate, relay master secret (epoch 1) and enrollment secret. Refuses to overwrite.
+/// client certificate, admin (console) server certificate, agent CA (for agent client
+/// certificates), relay master secret (epoch 1) and enrollment secret. Refuses to overwrite.
 pub fn init(dir: &Path, hosts: &[String]) -> Result<InitReport, PkiError> {
     let paths = PkiPaths::new(dir);
     fs::create_dir_all(dir).map_err(|source| PkiError::Io {
@@ -167,6 +201,10 @@ pub fn init(dir: &Path, hosts: &[String]) -> Result<InitReport, PkiError> {
         paths.relay_key(),
         paths.site_cert(),
         paths.site_key(),
+        paths.admin_cert(),
+        paths.admin_key(),
+        paths.agent_ca_cert(),
+        paths.agent_ca_key(),
         paths.master_secret(1),
         paths.enrollment_secret(),
     ];
@@ -175,8 +213,19 @@ pub fn init(dir: &Path, hosts: &[String]) -> Result<InitReport, PkiError> {
     }
 
     let ca_key = KeyPair::generate()?;
-    let ca_cert = ca_params().self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params(), &ca_key);
+    let ca_cert = ca_params(CA_COMMON_NAME).self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params(CA_COMMON_NAME), &ca_key);
+    let agent_ca_key = KeyPair::generate()?;
+    let agent_ca_cert = ca_params(AGENT_CA_COMMON_NAME).self_signed(&agent_ca_key)?;
+
+    let admin_key = KeyPair::generate()?;
+    let admin_cert = leaf_params(
+        "mprelay site console",
+        hosts.to_vec(),
+        ExtendedKeyUsagePurpose::ServerAuth,
+        random_serial(),
+    )?
+    .signed_by(&admin_key, &issuer)?;
 
     let relay_key = KeyPair::generate()?;
     let relay_cert = leaf_params(
@@ -202,6 +251,13 @@ pub fn init(dir: &Path, hosts: &[String]) -> Result<InitReport, PkiError> {
     write_secret(&paths.relay_key(), relay_key.serialize_pem().as_bytes())?;
     write_public(&paths.site_cert(), site_cert.pem().as_bytes())?;
     write_secret(&paths.site_key(), site_key.serialize_pem().as_bytes())?;
+    write_public(&paths.admin_cert(), admin_cert.pem().as_bytes())?;
+    write_secret(&paths.admin_key(), admin_key.serialize_pem().as_bytes())?;
+    write_public(&paths.agent_ca_cert(), agent_ca_cert.pem().as_bytes())?;
+    write_secret(
+        &paths.agent_ca_key(),
+        agent_ca_key.serialize_pem().as_bytes(),
+    )?;
     write_secret(
         &paths.master_secret(1),
         format!("{}\n", hex::encode(MasterSecret::generate().expose())).as_bytes(),
@@ -215,11 +271,17 @@ pub fn init(dir: &Path, hosts: &[String]) -> Result<InitReport, PkiError> {
     })
 }
 
-/// Issues a client certificate (for an agent when `client_auth` is required, or for another site
-/// server) signed by the CA in `paths`, written as `<name>.pem` and `<name>.key` in `out_dir`.
-pub fn issue_client(paths: &PkiPaths, name: &str, out_dir: &Path) -> Result<(PathBuf, PathBuf), PkiError> {
-    let ca_key = load_key_pair(&paths.ca_key())?;
-    let issuer = Issuer::new(ca_params(), &ca_key);
+/// Issues a client certificate (for an agent when `client_auth` is on, or for another site
+/// server), written as `<name>.pem` and `<name>.key` in `out_dir`.
+pub fn issue_client(
+    paths: &PkiPaths,
+    role: ClientRole,
+    name: &str,
+    out_dir: &Path,
+) -> Result<(PathBuf, PathBuf), PkiError> {
+    let (ca_key_path, ca_name) = paths.issuer_files(role);
+    let ca_key = load_key_pair(&ca_key_path)?;
+    let issuer = Issuer::new(ca_params(ca_name), &ca_key);
     let key = KeyPair::generate()?;
     let serial = random_serial();
     let cert = leaf_params(name, vec![], ExtendedKeyUsagePurpose::ClientAuth, serial)?
@@ -236,10 +298,16 @@ pub fn issue_client(paths: &PkiPaths, name: &str, out_dir: &Path) -> Result<(Pat
     Ok((cert_path, key_path))
 }
 
-/// Writes (replacing) a CRL signed by the CA, revoking the certificates with these serials.
-pub fn write_crl(paths: &PkiPaths, revoked_serials: &[Vec<u8>], crl_number: u64) -> Result<PathBuf, PkiError> {
-    let ca_key = load_key_pair(&paths.ca_key())?;
-    let issuer = Issuer::new(ca_params(), &ca_key);
+/// Writes (replacing) the agent CA's revocation list, revoking the certificates with these
+/// serials.
+pub fn write_crl(
+    paths: &PkiPaths,
+    revoked_serials: &[Vec<u8>],
+    crl_number: u64,
+) -> Result<PathBuf, PkiError> {
+    let (ca_key_path, ca_name) = paths.issuer_files(ClientRole::Agent);
+    let ca_key = load_key_pair(&ca_key_path)?;
+    let issuer = Issuer::new(ca_params(ca_name), &ca_key);
     let now = time_now();
     let params = CertificateRevocationListParams {
         this_update: now,
@@ -382,7 +450,9 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PkiError>
 }
 
 /// CRLs in PEM files.
-pub fn load_crls(paths: &[PathBuf]) -> Result<Vec<CertificateRevocationListDer<'static>>, PkiError> {
+pub fn load_crls(
+    paths: &[PathBuf],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, PkiError> {
     let mut out = Vec::new();
     for path in paths {
         let pem = read(path)?;
@@ -520,12 +590,14 @@ mod tests {
     fn init_writes_everything_with_private_modes_and_refuses_to_overwrite() {
         let dir = tempfile::tempdir().unwrap();
         let report = init(dir.path(), &["localhost".into(), "127.0.0.1".into()]).unwrap();
-        assert_eq!(report.files.len(), 8);
+        assert_eq!(report.files.len(), 12);
         let paths = PkiPaths::new(dir.path());
         for key in [
             paths.ca_key(),
             paths.relay_key(),
             paths.site_key(),
+            paths.admin_key(),
+            paths.agent_ca_key(),
             paths.master_secret(1),
             paths.enrollment_secret(),
         ] {
@@ -533,7 +605,12 @@ mod tests {
             assert_eq!(mode, 0o600, "{}", key.display());
         }
         load_master_secret(&paths.master_secret(1)).unwrap();
-        assert!(load_enrollment_secret(&paths.enrollment_secret()).unwrap().len() >= 16);
+        assert!(
+            load_enrollment_secret(&paths.enrollment_secret())
+                .unwrap()
+                .len()
+                >= 16
+        );
         let certs = load_certs(&paths.relay_cert()).unwrap();
         let key = load_private_key(&paths.relay_key()).unwrap();
         server_config(certs, key, ClientAuth::None).unwrap();
@@ -552,7 +629,9 @@ mod tests {
         assert!(e.contains("junk.pem"), "{e}");
         let e = load_master_secret(&p).unwrap_err().to_string();
         assert!(e.contains("64 hex"), "{e}");
-        let e = load_private_key(&dir.path().join("missing.key")).unwrap_err().to_string();
+        let e = load_private_key(&dir.path().join("missing.key"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing.key"), "{e}");
     }
 
@@ -561,7 +640,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         init(dir.path(), &["localhost".into()]).unwrap();
         let paths = PkiPaths::new(dir.path());
-        let (cert, _) = issue_client(&paths, "agent-1", dir.path()).unwrap();
+        let (cert, _) = issue_client(&paths, ClientRole::Agent, "agent-1", dir.path()).unwrap();
         let serial = certificate_serial(&cert).unwrap();
         assert!(!serial.is_empty() && serial.len() <= 8);
         let crl = write_crl(&paths, &[serial], 1).unwrap();

@@ -30,12 +30,16 @@ fn query(req: &Request<Incoming>) -> HashMap<String, String> {
         .collect()
 }
 
-fn param<T: std::str::FromStr>(q: &HashMap<String, String>, key: &str, default: T) -> Result<T, Refusal> {
+fn param<T: std::str::FromStr>(
+    q: &HashMap<String, String>,
+    key: &str,
+    default: T,
+) -> Result<T, Refusal> {
     match q.get(key) {
         None => Ok(default),
-        Some(v) => v
-            .parse()
-            .map_err(|_| Refusal::Malformed(format!("query parameter {key}={v:?} is not a number"))),
+        Some(v) => v.parse().map_err(|_| {
+            Refusal::Malformed(format!("query parameter {key}={v:?} is not a number"))
+        }),
     }
 }
 
@@ -55,7 +59,12 @@ pub(super) async fn forward(st: &RelayState, req: Request<Incoming>) -> Resp {
         .map_err(storage)?;
     if records.is_empty() && !wait.is_zero() {
         st.forward_waiters.fetch_add(1, Ordering::Relaxed);
-        spool.wait_for_after(after.max(spool.stats().acked_through.load(Ordering::Relaxed)), wait).await;
+        spool
+            .wait_for_after(
+                after.max(spool.stats().acked_through.load(Ordering::Relaxed)),
+                wait,
+            )
+            .await;
         st.forward_waiters.fetch_sub(1, Ordering::Relaxed);
         records = spool
             .read_after(after, max, st.intake.max_forward_bytes)
@@ -84,7 +93,8 @@ pub(super) async fn forward(st: &RelayState, req: Request<Incoming>) -> Resp {
 pub(super) async fn ack(st: &RelayState, req: Request<Incoming>) -> Resp {
     check_content_length(&req, &st.site_limits)?;
     let body = read_body(req.into_body(), &st.site_limits).await?;
-    let ack = ForwardAck::decode(body).map_err(|_| Refusal::Malformed("not a ForwardAck".into()))?;
+    let ack =
+        ForwardAck::decode(body).map_err(|_| Refusal::Malformed("not a ForwardAck".into()))?;
     match st.spool.ack(&ack.spool_id, ack.through_seq).await {
         Ok(through) => Ok(protobuf_response(
             StatusCode::OK,
@@ -121,7 +131,11 @@ pub(super) async fn put_policy(st: &RelayState, req: Request<Incoming>) -> Resp 
             error!(error = %e, "storing the policy failed");
             Refusal::Internal
         })?;
-    info!(version = snapshot.version, blocked = snapshot.blocked_device_ids.len(), "policy updated");
+    info!(
+        version = snapshot.version,
+        blocked = snapshot.blocked_device_ids.len(),
+        "policy updated"
+    );
     st.set_policy(snapshot);
     Ok(protobuf_response(StatusCode::NO_CONTENT, vec![]))
 }

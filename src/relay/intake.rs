@@ -41,10 +41,12 @@ async fn body(st: &RelayState, req: Request<Incoming>) -> Result<Bytes, Refusal>
 pub(super) async fn enroll(st: &RelayState, req: Request<Incoming>, peer: &Peer) -> Resp {
     let body = body(st, req).await?;
     // Rate-limit before looking at the secret, so a flood cannot brute-force it.
-    st.enroll_bucket.take().map_err(|retry_after| {
-        debug!(peer = %peer.addr, "enrollment rate limited");
-        Refusal::RateLimited { retry_after }
-    })?;
+    st.enroll_limiter
+        .take(peer.addr.ip())
+        .map_err(|retry_after| {
+            debug!(peer = %peer.addr, "enrollment rate limited");
+            Refusal::RateLimited { retry_after }
+        })?;
     let er = EnrollRequest::decode(body)
         .map_err(|_| Refusal::Malformed("not an EnrollRequest".into()))?;
     let ok: bool = er
@@ -65,7 +67,9 @@ pub(super) async fn enroll(st: &RelayState, req: Request<Incoming>, peer: &Peer)
         ("hardware_id", &er.hardware_id),
     ] {
         if v.len() > 255 {
-            return Err(Refusal::Malformed(format!("{name} is longer than 255 bytes")));
+            return Err(Refusal::Malformed(format!(
+                "{name} is longer than 255 bytes"
+            )));
         }
     }
     let device_id = DeviceId::from_public_key(&pk);
@@ -95,7 +99,9 @@ pub(super) async fn enroll(st: &RelayState, req: Request<Incoming>, peer: &Peer)
         record: Some(forward_record::Record::Enrollment(enrollment)),
     };
     spool_record(st, message_id, now, record.encode_to_vec()).await?;
-    st.metrics.enrollments.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    st.metrics
+        .enrollments
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     info!(%device_id, %epoch, "device enrolled");
     let resp = EnrollResponse {
         device_id: device_id.hex(),
@@ -236,7 +242,9 @@ pub(crate) fn validate_report(r: &ComplianceReport) -> Result<(), Refusal> {
     check_id("baseline_id", &r.baseline_id)?;
     check_text("baseline_name", &r.baseline_name)?;
     if r.evaluated_unix_ms <= 0 {
-        return Err(Refusal::InvalidReport("evaluated_unix_ms is missing".into()));
+        return Err(Refusal::InvalidReport(
+            "evaluated_unix_ms is missing".into(),
+        ));
     }
     let mut settings = 0usize;
     for ci in &r.configuration_items {
@@ -265,7 +273,10 @@ pub(crate) fn validate_report(r: &ComplianceReport) -> Result<(), Refusal> {
             }
             check_text("expected", &s.expected)?;
             check_text("error", &s.error)?;
-            for v in [&s.observed_before, &s.observed_after].into_iter().flatten() {
+            for v in [&s.observed_before, &s.observed_after]
+                .into_iter()
+                .flatten()
+            {
                 check_text("observed value", v)?;
             }
         }
@@ -283,7 +294,9 @@ pub(crate) fn validate_acceptance(t: &TermsAcceptance) -> Result<(), Refusal> {
         return Err(Refusal::InvalidReport("user must be 1 to 255 bytes".into()));
     }
     if t.terms_version == 0 {
-        return Err(Refusal::InvalidReport("terms_version must be at least 1".into()));
+        return Err(Refusal::InvalidReport(
+            "terms_version must be at least 1".into(),
+        ));
     }
     if t.accepted_unix_ms <= 0 {
         return Err(Refusal::InvalidReport("accepted_unix_ms is missing".into()));

@@ -27,13 +27,14 @@ use tracing::info;
 use crate::clock::SharedClock;
 use crate::envelope::MasterKeys;
 use crate::metrics::{self, Histogram, LATENCY_BUCKETS};
-use crate::net::server::{self, Handler, ListenerStats, Peer, ServerHandle};
 use crate::net::Limits;
+use crate::net::server::{self, Handler, ListenerStats, Peer, ServerHandle};
 use crate::proto::PolicySnapshot;
 use crate::spool::{Spool, SpoolConfig, SpoolError};
 use crate::wire::Refusal;
 
-pub use ratelimit::TokenBucket;
+pub(crate) use intake::{validate_acceptance, validate_report};
+pub use ratelimit::{PeerLimiter, TokenBucket};
 
 /// Everything a relay needs to run, already loaded and checked.
 pub struct RelayOptions {
@@ -59,6 +60,9 @@ pub struct IntakeOptions {
     /// Enrollments per second across all peers, and the burst allowed.
     pub enroll_rate_per_s: f64,
     pub enroll_burst: f64,
+    /// Enrollments per second from one peer address, and the burst allowed.
+    pub enroll_peer_rate_per_s: f64,
+    pub enroll_peer_burst: f64,
     /// `Retry-After` given with `overloaded`.
     pub overload_retry_after: Duration,
     /// Most records one forward batch carries, and about how many bytes.
@@ -75,6 +79,8 @@ impl Default for IntakeOptions {
             default_retention_days: 90,
             enroll_rate_per_s: 100.0,
             enroll_burst: 500.0,
+            enroll_peer_rate_per_s: 20.0,
+            enroll_peer_burst: 200.0,
             overload_retry_after: Duration::from_secs(10),
             max_forward_records: 5000,
             max_forward_bytes: 8 * 1024 * 1024,
@@ -165,7 +171,7 @@ pub(crate) struct RelayState {
     pub agent_limits: Limits,
     pub site_limits: Limits,
     pub policy: RwLock<PolicyState>,
-    pub enroll_bucket: TokenBucket,
+    pub enroll_limiter: PeerLimiter,
     pub metrics: RelayMetrics,
     pub clock: SharedClock,
     pub agent_stats: std::sync::OnceLock<Arc<ListenerStats>>,
@@ -206,43 +212,174 @@ impl RelayState {
     fn render_metrics(&self) -> String {
         let mut out = String::new();
         let m = &self.metrics;
-        metrics::header(&mut out, "mprelay_relay_accepted_total", "counter", "Submissions accepted and spooled (202).");
-        metrics::sample(&mut out, "mprelay_relay_accepted_total", "", m.accepted.load(Ordering::Relaxed));
-        metrics::header(&mut out, "mprelay_relay_duplicates_total", "counter", "Resends of known message ids answered 200.");
-        metrics::sample(&mut out, "mprelay_relay_duplicates_total", "", m.duplicates.load(Ordering::Relaxed));
-        metrics::header(&mut out, "mprelay_relay_enrollments_total", "counter", "Successful enrollments.");
-        metrics::sample(&mut out, "mprelay_relay_enrollments_total", "", m.enrollments.load(Ordering::Relaxed));
-        metrics::header(&mut out, "mprelay_relay_rejected_total", "counter", "Requests refused, by error code.");
+        metrics::header(
+            &mut out,
+            "mprelay_relay_accepted_total",
+            "counter",
+            "Submissions accepted and spooled (202).",
+        );
+        metrics::sample(
+            &mut out,
+            "mprelay_relay_accepted_total",
+            "",
+            m.accepted.load(Ordering::Relaxed),
+        );
+        metrics::header(
+            &mut out,
+            "mprelay_relay_duplicates_total",
+            "counter",
+            "Resends of known message ids answered 200.",
+        );
+        metrics::sample(
+            &mut out,
+            "mprelay_relay_duplicates_total",
+            "",
+            m.duplicates.load(Ordering::Relaxed),
+        );
+        metrics::header(
+            &mut out,
+            "mprelay_relay_enrollments_total",
+            "counter",
+            "Successful enrollments.",
+        );
+        metrics::sample(
+            &mut out,
+            "mprelay_relay_enrollments_total",
+            "",
+            m.enrollments.load(Ordering::Relaxed),
+        );
+        metrics::header(
+            &mut out,
+            "mprelay_relay_rejected_total",
+            "counter",
+            "Requests refused, by error code.",
+        );
         for (code, c) in REJECT_CODES.iter().zip(&m.rejected) {
-            metrics::sample(&mut out, "mprelay_relay_rejected_total", &format!("code=\"{code}\""), c.load(Ordering::Relaxed));
+            metrics::sample(
+                &mut out,
+                "mprelay_relay_rejected_total",
+                &format!("code=\"{code}\""),
+                c.load(Ordering::Relaxed),
+            );
         }
-        metrics::header(&mut out, "mprelay_relay_submission_seconds", "histogram", "Time from request to receipt for submissions.");
-        m.submit_latency.render(&mut out, "mprelay_relay_submission_seconds", "");
+        metrics::header(
+            &mut out,
+            "mprelay_relay_submission_seconds",
+            "histogram",
+            "Time from request to receipt for submissions.",
+        );
+        m.submit_latency
+            .render(&mut out, "mprelay_relay_submission_seconds", "");
         let s = self.spool.stats();
-        metrics::header(&mut out, "mprelay_relay_spool_pending_records", "gauge", "Records waiting for the site.");
-        metrics::sample(&mut out, "mprelay_relay_spool_pending_records", "", s.pending_records.load(Ordering::Relaxed));
-        metrics::header(&mut out, "mprelay_relay_spool_pending_bytes", "gauge", "Bytes waiting for the site.");
-        metrics::sample(&mut out, "mprelay_relay_spool_pending_bytes", "", s.pending_bytes.load(Ordering::Relaxed));
-        metrics::header(&mut out, "mprelay_relay_spool_last_seq", "gauge", "Highest sequence number assigned.");
-        metrics::sample(&mut out, "mprelay_relay_spool_last_seq", "", s.last_seq.load(Ordering::Relaxed));
-        metrics::header(&mut out, "mprelay_relay_spool_acked_seq", "gauge", "Highest sequence number the site acknowledged.");
-        metrics::sample(&mut out, "mprelay_relay_spool_acked_seq", "", s.acked_through.load(Ordering::Relaxed));
-        metrics::header(&mut out, "mprelay_relay_group_commit_batch_size", "histogram", "Records per spool commit.");
+        metrics::header(
+            &mut out,
+            "mprelay_relay_spool_pending_records",
+            "gauge",
+            "Records waiting for the site.",
+        );
+        metrics::sample(
+            &mut out,
+            "mprelay_relay_spool_pending_records",
+            "",
+            s.pending_records.load(Ordering::Relaxed),
+        );
+        metrics::header(
+            &mut out,
+            "mprelay_relay_spool_pending_bytes",
+            "gauge",
+            "Bytes waiting for the site.",
+        );
+        metrics::sample(
+            &mut out,
+            "mprelay_relay_spool_pending_bytes",
+            "",
+            s.pending_bytes.load(Ordering::Relaxed),
+        );
+        metrics::header(
+            &mut out,
+            "mprelay_relay_spool_last_seq",
+            "gauge",
+            "Highest sequence number assigned.",
+        );
+        metrics::sample(
+            &mut out,
+            "mprelay_relay_spool_last_seq",
+            "",
+            s.last_seq.load(Ordering::Relaxed),
+        );
+        metrics::header(
+            &mut out,
+            "mprelay_relay_spool_acked_seq",
+            "gauge",
+            "Highest sequence number the site acknowledged.",
+        );
+        metrics::sample(
+            &mut out,
+            "mprelay_relay_spool_acked_seq",
+            "",
+            s.acked_through.load(Ordering::Relaxed),
+        );
+        metrics::header(
+            &mut out,
+            "mprelay_relay_group_commit_batch_size",
+            "histogram",
+            "Records per spool commit.",
+        );
         let hist = self.spool.batch_histogram();
         let mut cumulative = 0;
         for (b, c) in crate::spool::BATCH_SIZE_BUCKETS.iter().zip(&hist) {
             cumulative += c;
-            metrics::sample(&mut out, "mprelay_relay_group_commit_batch_size_bucket", &format!("le=\"{b}\""), cumulative);
+            metrics::sample(
+                &mut out,
+                "mprelay_relay_group_commit_batch_size_bucket",
+                &format!("le=\"{b}\""),
+                cumulative,
+            );
         }
         cumulative += hist.last().copied().unwrap_or(0);
-        metrics::sample(&mut out, "mprelay_relay_group_commit_batch_size_bucket", "le=\"+Inf\"", cumulative);
-        metrics::sample(&mut out, "mprelay_relay_group_commit_batch_size_sum", "", s.batched_records.load(Ordering::Relaxed));
-        metrics::sample(&mut out, "mprelay_relay_group_commit_batch_size_count", "", s.batches.load(Ordering::Relaxed));
+        metrics::sample(
+            &mut out,
+            "mprelay_relay_group_commit_batch_size_bucket",
+            "le=\"+Inf\"",
+            cumulative,
+        );
+        metrics::sample(
+            &mut out,
+            "mprelay_relay_group_commit_batch_size_sum",
+            "",
+            s.batched_records.load(Ordering::Relaxed),
+        );
+        metrics::sample(
+            &mut out,
+            "mprelay_relay_group_commit_batch_size_count",
+            "",
+            s.batches.load(Ordering::Relaxed),
+        );
         if let Some(st) = self.agent_stats.get() {
-            metrics::header(&mut out, "mprelay_relay_open_connections", "gauge", "Agent connections open now.");
-            metrics::sample(&mut out, "mprelay_relay_open_connections", "", st.open_connections.load(Ordering::Relaxed));
-            metrics::header(&mut out, "mprelay_relay_refused_connections_total", "counter", "Agent connections closed at the connection cap.");
-            metrics::sample(&mut out, "mprelay_relay_refused_connections_total", "", st.refused_connections.load(Ordering::Relaxed));
+            metrics::header(
+                &mut out,
+                "mprelay_relay_open_connections",
+                "gauge",
+                "Agent connections open now.",
+            );
+            metrics::sample(
+                &mut out,
+                "mprelay_relay_open_connections",
+                "",
+                st.open_connections.load(Ordering::Relaxed),
+            );
+            metrics::header(
+                &mut out,
+                "mprelay_relay_refused_connections_total",
+                "counter",
+                "Agent connections closed at the connection cap.",
+            );
+            metrics::sample(
+                &mut out,
+                "mprelay_relay_refused_connections_total",
+                "",
+                st.refused_connections.load(Ordering::Relaxed),
+            );
         }
         out
     }
@@ -306,7 +443,12 @@ pub async fn start(
         keys: opts.keys,
         enrollment_secret: opts.enrollment_secret,
         spool: spool.clone(),
-        enroll_bucket: TokenBucket::new(opts.intake.enroll_rate_per_s, opts.intake.enroll_burst),
+        enroll_limiter: PeerLimiter::new(
+            opts.intake.enroll_rate_per_s,
+            opts.intake.enroll_burst,
+            opts.intake.enroll_peer_rate_per_s,
+            opts.intake.enroll_peer_burst,
+        ),
         intake: opts.intake,
         agent_limits: opts.agent_limits.clone(),
         site_limits: opts.site_limits.clone(),
@@ -388,9 +530,7 @@ impl Handler for SiteFacing {
             (&Method::PUT, "/v1/policy") => forward::put_policy(st, req).await,
             (&Method::GET, "/metrics") => Ok(text(200, &st.render_metrics())),
             (&Method::GET, "/healthz") => Ok(text(200, "ok\n")),
-            (_, "/v1/forward" | "/v1/forward/ack" | "/v1/policy") => {
-                Err(Refusal::MethodNotAllowed)
-            }
+            (_, "/v1/forward" | "/v1/forward/ack" | "/v1/policy") => Err(Refusal::MethodNotAllowed),
             _ => Err(Refusal::NotFound),
         };
         result.unwrap_or_else(|r| r.into_response())

@@ -21,7 +21,7 @@
 //! transaction, commits once, then answers them all. Under load, batches grow by themselves:
 //! everything that arrived while one commit was running goes into the next.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,7 +150,7 @@ impl Spool {
             path: path.clone(),
             why,
         };
-        create_private(&path).map_err(|e| open_err(e.to_string()))?;
+        crate::fsutil::create_private(&path).map_err(|e| open_err(e.to_string()))?;
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
             .map_err(|e| open_err(e.to_string()))?
             .journal_mode(SqliteJournalMode::Wal)
@@ -170,7 +170,9 @@ impl Spool {
                 return Err(open_err(format!("integrity check failed: {verdict}")));
             }
         }
-        migrate(&mut conn).await.map_err(|e| open_err(describe_open_error(&e)))?;
+        migrate(&mut conn)
+            .await
+            .map_err(|e| open_err(describe_open_error(&e)))?;
 
         let spool_id = meta_get(&mut conn, "spool_id").await?;
         let spool_id = match spool_id {
@@ -189,16 +191,19 @@ impl Spool {
             .fetch_one(&mut conn)
             .await?;
         let last_seq = (max_seq as u64).max(acked_through);
-        let (pending_records, pending_bytes): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records WHERE seq > ?",
-        )
-        .bind(acked_through as i64)
-        .fetch_one(&mut conn)
-        .await?;
+        let (pending_records, pending_bytes): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records WHERE seq > ?")
+                .bind(acked_through as i64)
+                .fetch_one(&mut conn)
+                .await?;
 
         let stats = Arc::new(SpoolStats::default());
-        stats.pending_records.store(pending_records as u64, Ordering::Relaxed);
-        stats.pending_bytes.store(pending_bytes as u64, Ordering::Relaxed);
+        stats
+            .pending_records
+            .store(pending_records as u64, Ordering::Relaxed);
+        stats
+            .pending_bytes
+            .store(pending_bytes as u64, Ordering::Relaxed);
         stats.last_seq.store(last_seq, Ordering::Relaxed);
         stats.acked_through.store(acked_through, Ordering::Relaxed);
 
@@ -338,17 +343,18 @@ impl Spool {
 
     /// The last policy snapshot the site pushed, if any.
     pub async fn load_policy(&self) -> Result<Option<PolicySnapshot>, SpoolError> {
-        let body: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT body FROM policy WHERE id = 1")
-                .fetch_optional(&self.inner.reader)
-                .await?;
-        Ok(body.and_then(|b| match PolicySnapshot::decode(b.as_slice()) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                error!(error = %e, "stored policy snapshot is unreadable; ignoring it");
-                None
-            }
-        }))
+        let body: Option<Vec<u8>> = sqlx::query_scalar("SELECT body FROM policy WHERE id = 1")
+            .fetch_optional(&self.inner.reader)
+            .await?;
+        Ok(
+            body.and_then(|b| match PolicySnapshot::decode(b.as_slice()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    error!(error = %e, "stored policy snapshot is unreadable; ignoring it");
+                    None
+                }
+            }),
+        )
     }
 
     /// Whether a message id is known to the spool (pending or remembered after ack).
@@ -505,7 +511,6 @@ impl Writer {
         let mut pending_bytes = self.stats.pending_bytes.load(Ordering::Relaxed);
         let mut outcomes: Vec<Option<Result<Appended, SpoolError>>> =
             (0..items.len()).map(|_| None).collect();
-        let first_seq = self.next_seq;
         let mut next_seq = self.next_seq;
 
         // Decide what fits under the bound; what does not is refused unless it is a duplicate.
@@ -513,8 +518,7 @@ impl Writer {
         let mut overflow = Vec::new();
         for (i, (r, _)) in items.iter().enumerate() {
             let size = r.payload.len() as u64;
-            if pending_records < self.cfg.max_records
-                && pending_bytes + size <= self.cfg.max_bytes
+            if pending_records < self.cfg.max_records && pending_bytes + size <= self.cfg.max_bytes
             {
                 pending_records += 1;
                 pending_bytes += size;
@@ -560,8 +564,9 @@ impl Writer {
         lookup.extend(overflow.iter().copied());
         let mut known = std::collections::HashMap::new();
         for chunk in lookup.chunks(MAX_ROWS_PER_INSERT) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new("SELECT message_id, accepted_ms FROM records WHERE message_id IN (");
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT message_id, accepted_ms FROM records WHERE message_id IN (",
+            );
             let mut sep = qb.separated(", ");
             for i in chunk {
                 sep.push_bind(items[*i].0.message_id.as_bytes().to_vec());
@@ -606,14 +611,18 @@ impl Writer {
                 None => Err(SpoolError::Full),
             });
         }
-        if next_seq > first_seq {
-            self.next_seq = next_seq;
-            self.stats.last_seq.store(next_seq - 1, Ordering::Relaxed);
+        // Seqs handed to rows that turned out to be duplicates are not used; only a batch that
+        // stored something moves the sequence on.
+        if let Some(max) = inserted.iter().max() {
+            self.next_seq = max + 1;
+            self.stats.last_seq.store(*max, Ordering::Relaxed);
         }
         self.stats
             .pending_records
             .fetch_add(new_records, Ordering::Relaxed);
-        self.stats.pending_bytes.fetch_add(new_bytes, Ordering::Relaxed);
+        self.stats
+            .pending_bytes
+            .fetch_add(new_bytes, Ordering::Relaxed);
         Ok(outcomes
             .into_iter()
             .map(|o| o.expect("every item got an outcome"))
@@ -641,11 +650,13 @@ impl Writer {
             .bind(through as i64)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO meta (key, value) VALUES ('acked_through', ?) \
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-            .bind(through.to_string())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('acked_through', ?) \
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(through.to_string())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         self.stats.acked_through.store(through, Ordering::Relaxed);
         sub_saturating(&self.stats.pending_records, n as u64);
@@ -751,25 +762,6 @@ async fn meta_set(conn: &mut SqliteConnection, key: &str, value: &str) -> Result
     Ok(())
 }
 
-/// Creates the database file with mode 0600 before SQLite does (SQLite gives its WAL and shared
-/// memory files the database file's mode).
-fn create_private(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 fn describe_open_error(e: &sqlx::Error) -> String {
     let s = e.to_string();
     if s.contains("not a database") || s.contains("malformed") {
@@ -782,6 +774,7 @@ fn describe_open_error(e: &sqlx::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn rec(payload: &[u8]) -> NewRecord {
         NewRecord {
@@ -792,7 +785,9 @@ mod tests {
     }
 
     async fn open(dir: &Path) -> Spool {
-        Spool::open(SpoolConfig::new(dir.join("spool.db"))).await.unwrap()
+        Spool::open(SpoolConfig::new(dir.join("spool.db")))
+            .await
+            .unwrap()
     }
 
     #[tokio::test]
@@ -873,13 +868,13 @@ mod tests {
         s.append(r1.clone()).await.unwrap();
         s.append(rec(b"2")).await.unwrap();
         assert!(matches!(s.append(rec(b"3")).await, Err(SpoolError::Full)));
-        assert!(matches!(
-            s.append(r1).await,
-            Ok(Appended::Duplicate { .. })
-        ));
+        assert!(matches!(s.append(r1).await, Ok(Appended::Duplicate { .. })));
         let id = s.spool_id().to_string();
         s.ack(&id, 2).await.unwrap();
-        assert!(matches!(s.append(rec(b"3")).await, Ok(Appended::New { seq: 3, .. })));
+        assert!(matches!(
+            s.append(rec(b"3")).await,
+            Ok(Appended::New { seq: 3, .. })
+        ));
     }
 
     #[tokio::test]
@@ -899,8 +894,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("spool.db");
         std::fs::write(&p, vec![0x55u8; 8192]).unwrap();
-        let e = Spool::open(SpoolConfig::new(&p)).await.err().unwrap().to_string();
-        assert!(e.contains("spool.db") && e.contains("not a readable spool"), "{e}");
+        let e = Spool::open(SpoolConfig::new(&p))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("spool.db") && e.contains("not a readable spool"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
@@ -910,7 +912,10 @@ mod tests {
         let s = open(dir.path()).await;
         s.append(rec(b"1")).await.unwrap();
         for f in ["spool.db", "spool.db-wal"] {
-            let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
     }

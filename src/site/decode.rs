@@ -1,0 +1,292 @@
+//! Turns a relay's `ForwardBatch` into a [`WriteBatch`]: each record is decoded on its own, its
+//! device signature verified again (the site does not have to trust the relay), and anything
+//! that fails is quarantined with its bytes and the reason instead of being dropped or wedging
+//! the pipeline.
+
+use prost::Message;
+use prost::encoding::{WireType, decode_key, decode_varint};
+
+use crate::compliance::{Severity, State, rollup_report};
+use crate::envelope;
+use crate::ids::{DeviceId, DevicePublicKey, MessageId};
+use crate::proto::{
+    self, ComplianceState, ForwardRecord, Submission, forward_record::Record, submission::Body,
+};
+use crate::store::{
+    AcceptanceRow, DeviceDetails, DeviceUpsert, QuarantineRow, ReportRow, SettingRow, WriteBatch,
+};
+
+/// The header fields of a batch, and its records as raw bytes.
+#[derive(Debug, Default)]
+pub struct RawBatch {
+    pub relay_id: String,
+    pub spool_id: String,
+    pub last_seq: u64,
+    pub pending_records: u64,
+    pub pending_bytes: u64,
+    pub records: Vec<bytes::Bytes>,
+}
+
+/// Splits a `ForwardBatch` body into header and raw records without decoding the records, so
+/// one bad record cannot make the whole batch unreadable. Fails only if the framing is broken.
+pub fn split_batch(mut body: bytes::Bytes) -> Result<RawBatch, String> {
+    use bytes::Buf;
+    let mut out = RawBatch::default();
+    while body.has_remaining() {
+        let (tag, wt) = decode_key(&mut body).map_err(|e| e.to_string())?;
+        match (tag, wt) {
+            (1, WireType::LengthDelimited)
+            | (2, WireType::LengthDelimited)
+            | (3, WireType::LengthDelimited) => {
+                let len = decode_varint(&mut body).map_err(|e| e.to_string())? as usize;
+                if len > body.remaining() {
+                    return Err(format!("field {tag} is truncated"));
+                }
+                let v = body.split_to(len);
+                match tag {
+                    1 => out.relay_id = String::from_utf8_lossy(&v).into_owned(),
+                    2 => out.spool_id = String::from_utf8_lossy(&v).into_owned(),
+                    _ => out.records.push(v),
+                }
+            }
+            (4, WireType::Varint) => {
+                out.last_seq = decode_varint(&mut body).map_err(|e| e.to_string())?
+            }
+            (5, WireType::Varint) => {
+                out.pending_records = decode_varint(&mut body).map_err(|e| e.to_string())?
+            }
+            (6, WireType::Varint) => {
+                out.pending_bytes = decode_varint(&mut body).map_err(|e| e.to_string())?
+            }
+            (_, wt) => prost::encoding::skip_field(wt, tag, &mut body, Default::default())
+                .map_err(|e| e.to_string())?,
+        }
+    }
+    Ok(out)
+}
+
+/// The seq of a raw record: its first field, as the relay writes it.
+fn leading_seq(raw: &[u8]) -> Option<u64> {
+    let mut b = raw;
+    match decode_key(&mut b) {
+        Ok((1, WireType::Varint)) => decode_varint(&mut b).ok(),
+        _ => None,
+    }
+}
+
+/// Decodes every record of `raw` (those with seq > `skip_through`) into rows to store. Returns
+/// the batch and the highest seq seen.
+pub fn decode_batch(
+    raw: &RawBatch,
+    relay_url: &str,
+    skip_through: u64,
+    verify: bool,
+) -> (WriteBatch, u64) {
+    let mut wb = WriteBatch {
+        relay_id: raw.relay_id.clone(),
+        relay_url: relay_url.into(),
+        spool_id: raw.spool_id.clone(),
+        last_seq: raw.last_seq,
+        pending_records: raw.pending_records,
+        pending_bytes: raw.pending_bytes,
+        ..Default::default()
+    };
+    let mut max_seq = skip_through;
+    for bytes in &raw.records {
+        let rec = match ForwardRecord::decode(bytes.as_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                let seq = leading_seq(bytes).unwrap_or(0);
+                max_seq = max_seq.max(seq);
+                if seq > skip_through || seq == 0 {
+                    wb.quarantined.push(QuarantineRow {
+                        seq,
+                        message_id: String::new(),
+                        received_ms: 0,
+                        reason: format!("record does not decode: {e}"),
+                        payload: bytes.to_vec(),
+                    });
+                }
+                continue;
+            }
+        };
+        max_seq = max_seq.max(rec.seq);
+        if rec.seq <= skip_through {
+            continue;
+        }
+        if let Err(reason) = add_record(&mut wb, &rec, verify) {
+            wb.quarantined.push(QuarantineRow {
+                seq: rec.seq,
+                message_id: rec.message_id.clone(),
+                received_ms: rec.received_unix_ms,
+                reason,
+                payload: bytes.to_vec(),
+            });
+        }
+    }
+    wb.through_seq = max_seq;
+    (wb, max_seq)
+}
+
+fn add_record(wb: &mut WriteBatch, rec: &ForwardRecord, verify: bool) -> Result<(), String> {
+    match &rec.record {
+        Some(Record::Enrollment(e)) => {
+            let pk = DevicePublicKey::try_from(e.device_public_key.as_slice())
+                .map_err(|_| "enrollment: public key is not 32 bytes".to_string())?;
+            if DeviceId::from_public_key(&pk).hex() != e.device_id {
+                return Err("enrollment: device id does not match its public key".into());
+            }
+            wb.devices.push(DeviceUpsert {
+                device_id: e.device_id.clone(),
+                public_key: e.device_public_key.clone(),
+                key_epoch: e.key_epoch,
+                details: Some(DeviceDetails {
+                    hostname: e.hostname.clone(),
+                    os: e.os.clone(),
+                    agent_version: e.agent_version.clone(),
+                    hardware_id: e.hardware_id.clone(),
+                }),
+                seen_ms: rec.received_unix_ms,
+                relay_id: wb.relay_id.clone(),
+            });
+            Ok(())
+        }
+        Some(Record::Submission(v)) => {
+            let pk = DevicePublicKey::try_from(v.device_public_key.as_slice())
+                .map_err(|_| "submission: public key is not 32 bytes".to_string())?;
+            if DeviceId::from_public_key(&pk).hex() != v.device_id {
+                return Err("submission: device id does not match its public key".into());
+            }
+            if verify {
+                envelope::verify_signature(&pk, &v.submission, &v.signature)
+                    .map_err(|_| "submission: device signature does not verify".to_string())?;
+            }
+            let sub = Submission::decode(v.submission.as_slice())
+                .map_err(|e| format!("submission does not decode: {e}"))?;
+            if sub.device_id != v.device_id {
+                return Err("submission: inner device id differs from the envelope's".into());
+            }
+            let message_id: MessageId = sub
+                .message_id
+                .parse()
+                .map_err(|_| "submission: message id is not a UUID".to_string())?;
+            if message_id.to_string() != rec.message_id.to_lowercase() {
+                return Err("submission: message id differs from the record's".into());
+            }
+            wb.devices.push(DeviceUpsert {
+                device_id: v.device_id.clone(),
+                public_key: v.device_public_key.clone(),
+                key_epoch: v.key_epoch,
+                details: None,
+                seen_ms: rec.received_unix_ms,
+                relay_id: wb.relay_id.clone(),
+            });
+            match &sub.body {
+                Some(Body::ComplianceReport(r)) => {
+                    crate::relay::validate_report(r).map_err(|e| e.message())?;
+                    let row = report_row(&wb.relay_id, rec, &sub, message_id, r, v);
+                    wb.reports.push(row);
+                    Ok(())
+                }
+                Some(Body::TermsAcceptance(t)) => {
+                    crate::relay::validate_acceptance(t).map_err(|e| e.message())?;
+                    wb.acceptances.push(AcceptanceRow {
+                        message_id: message_id.to_string(),
+                        device_id: v.device_id.clone(),
+                        user: t.user.clone(),
+                        terms_version: t.terms_version,
+                        accepted_ms: t.accepted_unix_ms,
+                        received_ms: rec.received_unix_ms,
+                        relay_id: wb.relay_id.clone(),
+                    });
+                    Ok(())
+                }
+                _ => Err("submission carries neither a report nor a terms acceptance".into()),
+            }
+        }
+        None => Err("record carries nothing".into()),
+    }
+}
+
+fn report_row(
+    relay_id: &str,
+    rec: &ForwardRecord,
+    sub: &Submission,
+    message_id: MessageId,
+    r: &proto::ComplianceReport,
+    v: &proto::VerifiedSubmission,
+) -> ReportRow {
+    let settings = r
+        .configuration_items
+        .iter()
+        .flat_map(|ci| {
+            ci.settings.iter().map(move |s| SettingRow {
+                ci_id: ci.ci_id.clone(),
+                ci_revision: ci.ci_revision,
+                setting_id: s.setting_id.clone(),
+                state: State::from(ComplianceState::try_from(s.state).unwrap_or_default()),
+                severity: Severity::from(proto::Severity::try_from(s.severity).unwrap_or_default()),
+                expected: s.expected.clone(),
+                observed_before: s.observed_before.clone(),
+                observed_after: s.observed_after.clone(),
+                remediated: s.remediated,
+                error: s.error.clone(),
+            })
+        })
+        .collect();
+    ReportRow {
+        message_id: message_id.to_string(),
+        device_id: sub.device_id.clone(),
+        baseline_id: r.baseline_id.clone(),
+        baseline_revision: r.baseline_revision,
+        baseline_name: r.baseline_name.clone(),
+        created_ms: sub.created_unix_ms,
+        evaluated_ms: r.evaluated_unix_ms,
+        received_ms: rec.received_unix_ms,
+        relay_id: relay_id.into(),
+        rollup: rollup_report(r),
+        settings,
+        signature: v.signature.clone(),
+        signed_bytes: v.submission.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::ForwardBatch;
+    use crate::spool::encode_forward_batch;
+
+    #[test]
+    fn a_corrupt_record_is_quarantined_and_the_rest_decoded() {
+        let good = ForwardRecord {
+            seq: 0,
+            message_id: MessageId::new().to_string(),
+            received_unix_ms: 5,
+            record: Some(Record::Enrollment(proto::DeviceEnrollment {
+                device_id: DeviceId::from_public_key(&DevicePublicKey([1; 32])).hex(),
+                device_public_key: vec![1; 32],
+                key_epoch: 1,
+                hostname: "h".into(),
+                ..Default::default()
+            })),
+        }
+        .encode_to_vec();
+        let header = ForwardBatch {
+            relay_id: "r".into(),
+            spool_id: "s".into(),
+            ..Default::default()
+        };
+        let body = encode_forward_batch(&header, &[(1, good), (2, vec![0xff, 0xff, 0x01])]);
+        let raw = split_batch(body.into()).unwrap();
+        assert_eq!(raw.relay_id, "r");
+        let (wb, max) = decode_batch(&raw, "https://x", 0, true);
+        assert_eq!(max, 2);
+        assert_eq!(wb.devices.len(), 1);
+        assert_eq!(wb.quarantined.len(), 1);
+        assert_eq!(wb.quarantined[0].seq, 2);
+        // Already-stored records are skipped.
+        let (wb, _) = decode_batch(&raw, "https://x", 1, true);
+        assert_eq!(wb.devices.len(), 0);
+    }
+}

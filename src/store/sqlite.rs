@@ -1,0 +1,680 @@
+//! The SQLite backend: one file in WAL mode, mode 0600, `synchronous=FULL` so that a batch the
+//! site acknowledged to a relay survives a power cut. One writer connection (SQLite has one
+//! writer at a time anyway; `BEGIN IMMEDIATE` takes the lock up front so two processes never
+//! deadlock upgrading a read lock); a pool of read-only connections for reports.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, SqlSafeStr, Sqlite, SqliteConnection, SqlitePool};
+
+use super::*;
+use crate::clock;
+
+#[allow(dead_code)] // POSTGRES is used by the PostgreSQL backend.
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+}
+
+/// Rows per multi-row statement: powers of two up to this many, so the statement cache holds a
+/// handful of shapes; 1024 × 12 columns stays under SQLite's 32,766 bound parameters.
+const MAX_ROWS: usize = 1024;
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+/// The schema migrations of a backend, as sqlx wants them.
+pub(crate) fn migrator(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {
+    Migrator {
+        migrations: Cow::Owned(
+            list.iter()
+                .map(|(v, name, sql)| {
+                    Migration::new(
+                        *v,
+                        Cow::Borrowed(*name),
+                        MigrationType::Simple,
+                        AssertSqlSafe(*sql).into_sql_str(),
+                        false,
+                    )
+                })
+                .collect(),
+        ),
+        ..Migrator::DEFAULT
+    }
+}
+
+/// Splits `items` into power-of-two chunks of at most `max`.
+pub(crate) fn pow2_chunks<T>(mut items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if items.is_empty() {
+            return None;
+        }
+        let n = (1usize << (usize::BITS - 1 - items.len().leading_zeros())).min(max);
+        let (head, tail) = items.split_at(n);
+        items = tail;
+        Some(head)
+    })
+}
+
+impl SqliteStore {
+    pub async fn open(path: &str) -> Result<Self, StoreError> {
+        let url = format!("sqlite://{path}");
+        let open_err = |source| StoreError::Open {
+            url: url.clone(),
+            source,
+        };
+        let p = Path::new(path);
+        crate::fsutil::create_private(p).map_err(|e| open_err(sqlx::Error::Io(e)))?;
+        let opts = SqliteConnectOptions::from_str(&url)
+            .map_err(open_err)?
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .connect_with(opts.clone())
+            .await
+            .map_err(open_err)?;
+        migrator(embedded::SQLITE).run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.read_only(true))
+            .await
+            .map_err(open_err)?;
+        Ok(Self {
+            path: p.to_path_buf(),
+            writer,
+            reader,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    pub async fn write_batch(&self, b: &WriteBatch) -> Result<WriteOutcome, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let now = clock::now_ms();
+        let mut out = WriteOutcome::default();
+
+        // Dedup: against what is stored, and within the batch (first occurrence wins).
+        let existing = existing_ids(
+            &mut tx,
+            "compliance_reports",
+            b.reports.iter().map(|r| r.message_id.as_str()),
+        )
+        .await?;
+        let mut seen = HashSet::with_capacity(b.reports.len());
+        let reports: Vec<&ReportRow> = b
+            .reports
+            .iter()
+            .filter(|r| !existing.contains(&r.message_id) && seen.insert(r.message_id.as_str()))
+            .collect();
+        out.reports_duplicate = (b.reports.len() - reports.len()) as u64;
+        out.reports_inserted = reports.len() as u64;
+
+        upsert_devices(&mut tx, &fold_devices(&b.devices)).await?;
+
+        let base: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(report_id), 0) FROM compliance_reports")
+                .fetch_one(&mut *tx)
+                .await?;
+        let numbered: Vec<(i64, &ReportRow)> = reports
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (base + 1 + i as i64, *r))
+            .collect();
+        for chunk in pow2_chunks(&numbered, MAX_ROWS / 2) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO compliance_reports (report_id, message_id, device_id, baseline_id, \
+                 baseline_revision, baseline_name, created_ms, evaluated_ms, received_ms, stored_ms, \
+                 relay_id, state, max_severity, n_compliant, n_non_compliant, n_error, \
+                 n_not_applicable, n_unknown, signature, signed_bytes) ",
+            );
+            qb.push_values(chunk, |mut q, (id, r)| {
+                let ru = &r.rollup;
+                q.push_bind(*id)
+                    .push_bind(r.message_id.as_str())
+                    .push_bind(r.device_id.as_str())
+                    .push_bind(r.baseline_id.as_str())
+                    .push_bind(r.baseline_revision as i64)
+                    .push_bind(r.baseline_name.as_str())
+                    .push_bind(r.created_ms)
+                    .push_bind(r.evaluated_ms)
+                    .push_bind(r.received_ms)
+                    .push_bind(now)
+                    .push_bind(r.relay_id.as_str())
+                    .push_bind(ru.state().as_str())
+                    .push_bind(ru.max_severity.as_str())
+                    .push_bind(ru.compliant as i64)
+                    .push_bind(ru.non_compliant as i64)
+                    .push_bind(ru.error as i64)
+                    .push_bind(ru.not_applicable as i64)
+                    .push_bind(ru.unknown as i64)
+                    .push_bind(r.signature.as_slice())
+                    .push_bind(r.signed_bytes.as_slice());
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+
+        let settings: Vec<(i64, i64, &SettingRow)> = numbered
+            .iter()
+            .flat_map(|(id, r)| {
+                r.settings
+                    .iter()
+                    .enumerate()
+                    .map(move |(k, s)| (*id, k as i64, s))
+            })
+            .collect();
+        out.settings_inserted = settings.len() as u64;
+        for chunk in pow2_chunks(&settings, MAX_ROWS) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO setting_results (report_id, ordinal, ci_id, ci_revision, setting_id, \
+                 state, severity, expected, observed_before, observed_after, remediated, error) ",
+            );
+            qb.push_values(chunk, |mut q, (id, k, s)| {
+                q.push_bind(*id)
+                    .push_bind(*k)
+                    .push_bind(s.ci_id.as_str())
+                    .push_bind(s.ci_revision as i64)
+                    .push_bind(s.setting_id.as_str())
+                    .push_bind(s.state.as_str())
+                    .push_bind(s.severity.as_str())
+                    .push_bind(s.expected.as_str())
+                    .push_bind(s.observed_before.as_deref())
+                    .push_bind(s.observed_after.as_deref())
+                    .push_bind(s.remediated)
+                    .push_bind(s.error.as_str());
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+
+        apply_transitions(&mut tx, &reports, now).await?;
+
+        for chunk in pow2_chunks(&b.acceptances, MAX_ROWS / 2) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO terms_acceptances (message_id, device_id, user_name, terms_version, \
+                 accepted_ms, received_ms, relay_id) ",
+            );
+            qb.push_values(chunk, |mut q, a| {
+                q.push_bind(a.message_id.as_str())
+                    .push_bind(a.device_id.as_str())
+                    .push_bind(a.user.as_str())
+                    .push_bind(a.terms_version as i64)
+                    .push_bind(a.accepted_ms)
+                    .push_bind(a.received_ms)
+                    .push_bind(a.relay_id.as_str());
+            });
+            qb.push(" ON CONFLICT(message_id) DO NOTHING");
+            out.acceptances_inserted += qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+
+        for chunk in pow2_chunks(&b.quarantined, 64) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO quarantined_records (relay_id, spool_id, seq, message_id, received_ms, \
+                 reason, payload, stored_ms) ",
+            );
+            qb.push_values(chunk, |mut q, r| {
+                q.push_bind(b.relay_id.as_str())
+                    .push_bind(b.spool_id.as_str())
+                    .push_bind(r.seq as i64)
+                    .push_bind(r.message_id.as_str())
+                    .push_bind(r.received_ms)
+                    .push_bind(r.reason.as_str())
+                    .push_bind(r.payload.as_slice())
+                    .push_bind(now);
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            out.quarantined += qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+
+        sqlx::query(
+            "INSERT INTO relay_cursors (relay_id, spool_id, through_seq, url, last_pull_ms, \
+             last_seq, pending_records, pending_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT(relay_id) DO UPDATE SET spool_id = excluded.spool_id, \
+             through_seq = excluded.through_seq, url = excluded.url, \
+             last_pull_ms = excluded.last_pull_ms, last_seq = excluded.last_seq, \
+             pending_records = excluded.pending_records, pending_bytes = excluded.pending_bytes",
+        )
+        .bind(b.relay_id.as_str())
+        .bind(b.spool_id.as_str())
+        .bind(b.through_seq as i64)
+        .bind(b.relay_url.as_str())
+        .bind(now)
+        .bind(b.last_seq as i64)
+        .bind(b.pending_records as i64)
+        .bind(b.pending_bytes as i64)
+        .execute(&mut *tx)
+        .await?;
+
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn relay_cursor(&self, relay_id: &str) -> Result<Option<RelayCursor>, StoreError> {
+        let row = sqlx::query(
+            "SELECT relay_id, spool_id, through_seq, url, last_pull_ms, last_seq, \
+             pending_records, pending_bytes FROM relay_cursors WHERE relay_id = ?",
+        )
+        .bind(relay_id)
+        .fetch_optional(&self.writer)
+        .await?;
+        row.map(|r| cursor_row(&r)).transpose()
+    }
+
+    pub async fn relay_cursors(&self) -> Result<Vec<RelayCursor>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT relay_id, spool_id, through_seq, url, last_pull_ms, last_seq, \
+             pending_records, pending_bytes FROM relay_cursors ORDER BY relay_id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(cursor_row).collect()
+    }
+
+    pub async fn counts(&self) -> Result<Counts, StoreError> {
+        let (devices, reports, settings, acceptances, quarantined): (i64, i64, i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM devices), (SELECT COUNT(*) FROM compliance_reports), \
+                 (SELECT COUNT(*) FROM setting_results), (SELECT COUNT(*) FROM terms_acceptances), \
+                 (SELECT COUNT(*) FROM quarantined_records)",
+            )
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(Counts {
+            devices: devices as u64,
+            reports: reports as u64,
+            settings: settings as u64,
+            acceptances: acceptances as u64,
+            quarantined: quarantined as u64,
+        })
+    }
+
+    pub async fn baseline_summaries(&self) -> Result<Vec<BaselineSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT baseline_id, MAX(baseline_name), COUNT(*), \
+             SUM(state = 'compliant'), SUM(state = 'non_compliant'), SUM(state = 'error'), \
+             SUM(state = 'unknown'), SUM(state = 'not_applicable') \
+             FROM current_compliance GROUP BY baseline_id ORDER BY baseline_id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BaselineSummary {
+                    baseline_id: r.try_get(0)?,
+                    baseline_name: r.try_get(1)?,
+                    devices: r.try_get::<i64, _>(2)? as u64,
+                    compliant: r.try_get::<i64, _>(3)? as u64,
+                    non_compliant: r.try_get::<i64, _>(4)? as u64,
+                    error: r.try_get::<i64, _>(5)? as u64,
+                    unknown: r.try_get::<i64, _>(6)? as u64,
+                    not_applicable: r.try_get::<i64, _>(7)? as u64,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn report(&self, message_id: &str) -> Result<Option<ReportView>, StoreError> {
+        let row = sqlx::query(
+            "SELECT message_id, device_id, baseline_id, baseline_revision, baseline_name, \
+             evaluated_ms, received_ms, relay_id, state, max_severity, n_compliant, \
+             n_non_compliant, n_error, n_not_applicable, n_unknown, signature, signed_bytes \
+             FROM compliance_reports WHERE message_id = ?",
+        )
+        .bind(message_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|r| {
+            Ok(ReportView {
+                message_id: r.try_get(0)?,
+                device_id: r.try_get(1)?,
+                baseline_id: r.try_get(2)?,
+                baseline_revision: r.try_get::<i64, _>(3)? as u32,
+                baseline_name: r.try_get(4)?,
+                evaluated_ms: r.try_get(5)?,
+                received_ms: r.try_get(6)?,
+                relay_id: r.try_get(7)?,
+                state: r.try_get(8)?,
+                max_severity: r.try_get(9)?,
+                n_compliant: r.try_get::<i64, _>(10)? as u32,
+                n_non_compliant: r.try_get::<i64, _>(11)? as u32,
+                n_error: r.try_get::<i64, _>(12)? as u32,
+                n_not_applicable: r.try_get::<i64, _>(13)? as u32,
+                n_unknown: r.try_get::<i64, _>(14)? as u32,
+                signature: r.try_get(15)?,
+                signed_bytes: r.try_get(16)?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn report_settings(&self, message_id: &str) -> Result<Vec<SettingView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.ci_id, s.ci_revision, s.setting_id, s.state, s.severity, s.expected, \
+             s.observed_before, s.observed_after, s.remediated, s.error \
+             FROM setting_results s JOIN compliance_reports r ON r.report_id = s.report_id \
+             WHERE r.message_id = ? ORDER BY s.ordinal",
+        )
+        .bind(message_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(setting_row).collect()
+    }
+
+    pub async fn device(&self, device_id: &str) -> Result<Option<DeviceView>, StoreError> {
+        let row = sqlx::query(
+            "SELECT device_id, hostname, os, agent_version, hardware_id, key_epoch, enrolled_ms, \
+             last_seen_ms, last_relay, blocked FROM devices WHERE device_id = ?",
+        )
+        .bind(device_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|r| {
+            Ok(DeviceView {
+                device_id: r.try_get(0)?,
+                hostname: r.try_get(1)?,
+                os: r.try_get(2)?,
+                agent_version: r.try_get(3)?,
+                hardware_id: r.try_get(4)?,
+                key_epoch: r.try_get::<i64, _>(5)? as u32,
+                enrolled_ms: r.try_get(6)?,
+                last_seen_ms: r.try_get(7)?,
+                last_relay: r.try_get(8)?,
+                blocked: r.try_get(9)?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn current(
+        &self,
+        device_id: &str,
+        baseline_id: &str,
+    ) -> Result<Option<CurrentRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT device_id, baseline_id, state, evaluated_ms, message_id, open_history_id \
+             FROM current_compliance WHERE device_id = ? AND baseline_id = ?",
+        )
+        .bind(device_id)
+        .bind(baseline_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|r| current_row(&r)).transpose()
+    }
+
+    pub async fn history(
+        &self,
+        device_id: &str,
+        baseline_id: &str,
+    ) -> Result<Vec<HistoryView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, started_ms, ended_ms FROM compliance_history \
+             WHERE device_id = ? AND baseline_id = ? ORDER BY started_ms, history_id",
+        )
+        .bind(device_id)
+        .bind(baseline_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryView {
+                    state: r.try_get(0)?,
+                    started_ms: r.try_get(1)?,
+                    ended_ms: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn report_message_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT message_id FROM compliance_reports ORDER BY report_id")
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+}
+
+async fn existing_ids<'a>(
+    conn: &mut SqliteConnection,
+    table: &'static str,
+    ids: impl Iterator<Item = &'a str>,
+) -> Result<HashSet<String>, StoreError> {
+    let ids: Vec<&str> = ids.collect();
+    let mut found = HashSet::new();
+    for chunk in pow2_chunks(&ids, MAX_ROWS) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT message_id FROM {table} WHERE message_id IN ("
+        ));
+        let mut sep = qb.separated(", ");
+        for id in chunk {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        for row in qb.build().fetch_all(&mut *conn).await? {
+            found.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    Ok(found)
+}
+
+async fn upsert_devices(
+    conn: &mut SqliteConnection,
+    devices: &[DeviceUpsert],
+) -> Result<(), StoreError> {
+    for chunk in pow2_chunks(devices, MAX_ROWS / 2) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO devices (device_id, public_key, key_epoch, hostname, os, agent_version, \
+             hardware_id, enrolled_ms, last_seen_ms, last_relay) ",
+        );
+        qb.push_values(chunk, |mut q, d| {
+            let det = d.details.as_ref();
+            q.push_bind(d.device_id.as_str())
+                .push_bind(d.public_key.as_slice())
+                .push_bind(d.key_epoch as i64)
+                .push_bind(det.map(|x| x.hostname.as_str()).unwrap_or(""))
+                .push_bind(det.map(|x| x.os.as_str()).unwrap_or(""))
+                .push_bind(det.map(|x| x.agent_version.as_str()).unwrap_or(""))
+                .push_bind(det.map(|x| x.hardware_id.as_str()).unwrap_or(""))
+                .push_bind(det.map(|_| d.seen_ms))
+                .push_bind(d.seen_ms)
+                .push_bind(d.relay_id.as_str());
+        });
+        qb.push(
+            " ON CONFLICT(device_id) DO UPDATE SET \
+             key_epoch = CASE WHEN excluded.enrolled_ms IS NOT NULL THEN excluded.key_epoch ELSE devices.key_epoch END, \
+             hostname = CASE WHEN excluded.enrolled_ms IS NOT NULL THEN excluded.hostname ELSE devices.hostname END, \
+             os = CASE WHEN excluded.enrolled_ms IS NOT NULL THEN excluded.os ELSE devices.os END, \
+             agent_version = CASE WHEN excluded.enrolled_ms IS NOT NULL THEN excluded.agent_version ELSE devices.agent_version END, \
+             hardware_id = CASE WHEN excluded.enrolled_ms IS NOT NULL THEN excluded.hardware_id ELSE devices.hardware_id END, \
+             enrolled_ms = COALESCE(devices.enrolled_ms, excluded.enrolled_ms), \
+             last_relay = CASE WHEN excluded.last_seen_ms >= devices.last_seen_ms THEN excluded.last_relay ELSE devices.last_relay END, \
+             last_seen_ms = MAX(devices.last_seen_ms, excluded.last_seen_ms)",
+        );
+        qb.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Loads current rows for the reports' pairs, plans, and executes the plan.
+async fn apply_transitions(
+    conn: &mut SqliteConnection,
+    reports: &[&ReportRow],
+    now: i64,
+) -> Result<(), StoreError> {
+    if reports.is_empty() {
+        return Ok(());
+    }
+    let mut keys: Vec<(&str, &str)> = reports
+        .iter()
+        .map(|r| (r.device_id.as_str(), r.baseline_id.as_str()))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut current = Vec::new();
+    for chunk in pow2_chunks(&keys, MAX_ROWS / 2) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT device_id, baseline_id, state, evaluated_ms, message_id, open_history_id \
+             FROM current_compliance WHERE (device_id, baseline_id) IN (VALUES ",
+        );
+        let mut sep = qb.separated(", ");
+        for (d, b) in chunk {
+            sep.push("(");
+            sep.push_bind_unseparated(*d);
+            sep.push_unseparated(", ");
+            sep.push_bind_unseparated(*b);
+            sep.push_unseparated(")");
+        }
+        qb.push(")");
+        for row in qb.build().fetch_all(&mut *conn).await? {
+            current.push(current_row(&row)?);
+        }
+    }
+    let plan = plan_transitions(reports, &current);
+
+    for chunk in pow2_chunks(&plan.history_closes, MAX_ROWS / 2) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("UPDATE compliance_history SET ended_ms = v.column2 FROM (VALUES ");
+        let mut sep = qb.separated(", ");
+        for (id, ended) in chunk {
+            sep.push("(");
+            sep.push_bind_unseparated(*id);
+            sep.push_unseparated(", ");
+            sep.push_bind_unseparated(*ended);
+            sep.push_unseparated(")");
+        }
+        qb.push(") AS v WHERE compliance_history.history_id = v.column1");
+        qb.build().execute(&mut *conn).await?;
+    }
+
+    let base: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(history_id), 0) FROM compliance_history")
+            .fetch_one(&mut *conn)
+            .await?;
+    let numbered: Vec<(i64, &HistoryInsert)> = plan
+        .history_inserts
+        .iter()
+        .enumerate()
+        .map(|(k, h)| (base + 1 + k as i64, h))
+        .collect();
+    for chunk in pow2_chunks(&numbered, MAX_ROWS / 2) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO compliance_history (history_id, device_id, baseline_id, state, started_ms, \
+             ended_ms, started_message_id) ",
+        );
+        qb.push_values(chunk, |mut q, (id, h)| {
+            q.push_bind(*id)
+                .push_bind(h.device_id.as_str())
+                .push_bind(h.baseline_id.as_str())
+                .push_bind(h.state.as_str())
+                .push_bind(h.started_ms)
+                .push_bind(h.ended_ms)
+                .push_bind(h.started_message_id.as_str());
+        });
+        qb.build().execute(&mut *conn).await?;
+    }
+
+    for chunk in pow2_chunks(&plan.current, MAX_ROWS / 2) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO current_compliance (device_id, baseline_id, baseline_revision, \
+             baseline_name, state, max_severity, evaluated_ms, message_id, n_compliant, \
+             n_non_compliant, n_error, n_not_applicable, n_unknown, open_history_id, updated_ms) ",
+        );
+        qb.push_values(chunk, |mut q, c| {
+            let r = reports[c.report];
+            let ru = &r.rollup;
+            let open = match c.open_history {
+                HistoryRef::Existing(id) => id,
+                HistoryRef::New(k) => base + 1 + k as i64,
+            };
+            q.push_bind(r.device_id.as_str())
+                .push_bind(r.baseline_id.as_str())
+                .push_bind(r.baseline_revision as i64)
+                .push_bind(r.baseline_name.as_str())
+                .push_bind(ru.state().as_str())
+                .push_bind(ru.max_severity.as_str())
+                .push_bind(r.evaluated_ms)
+                .push_bind(r.message_id.as_str())
+                .push_bind(ru.compliant as i64)
+                .push_bind(ru.non_compliant as i64)
+                .push_bind(ru.error as i64)
+                .push_bind(ru.not_applicable as i64)
+                .push_bind(ru.unknown as i64)
+                .push_bind(open)
+                .push_bind(now);
+        });
+        qb.push(
+            " ON CONFLICT(device_id, baseline_id) DO UPDATE SET \
+             baseline_revision = excluded.baseline_revision, baseline_name = excluded.baseline_name, \
+             state = excluded.state, max_severity = excluded.max_severity, \
+             evaluated_ms = excluded.evaluated_ms, message_id = excluded.message_id, \
+             n_compliant = excluded.n_compliant, n_non_compliant = excluded.n_non_compliant, \
+             n_error = excluded.n_error, n_not_applicable = excluded.n_not_applicable, \
+             n_unknown = excluded.n_unknown, open_history_id = excluded.open_history_id, \
+             updated_ms = excluded.updated_ms",
+        );
+        qb.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+fn current_row(r: &SqliteRow) -> Result<CurrentRow, StoreError> {
+    let state: String = r.try_get(2)?;
+    Ok(CurrentRow {
+        device_id: r.try_get(0)?,
+        baseline_id: r.try_get(1)?,
+        state: state.parse().map_err(StoreError::Corrupt)?,
+        evaluated_ms: r.try_get(3)?,
+        message_id: r.try_get(4)?,
+        open_history_id: r.try_get(5)?,
+    })
+}
+
+fn cursor_row(r: &SqliteRow) -> Result<RelayCursor, StoreError> {
+    Ok(RelayCursor {
+        relay_id: r.try_get(0)?,
+        spool_id: r.try_get(1)?,
+        through_seq: r.try_get::<i64, _>(2)? as u64,
+        url: r.try_get(3)?,
+        last_pull_ms: r.try_get(4)?,
+        last_seq: r.try_get::<i64, _>(5)? as u64,
+        pending_records: r.try_get::<i64, _>(6)? as u64,
+        pending_bytes: r.try_get::<i64, _>(7)? as u64,
+    })
+}
+
+fn setting_row(r: &SqliteRow) -> Result<SettingView, StoreError> {
+    Ok(SettingView {
+        ci_id: r.try_get(0)?,
+        ci_revision: r.try_get::<i64, _>(1)? as u32,
+        setting_id: r.try_get(2)?,
+        state: r.try_get(3)?,
+        severity: r.try_get(4)?,
+        expected: r.try_get(5)?,
+        observed_before: r.try_get(6)?,
+        observed_after: r.try_get(7)?,
+        remediated: r.try_get(8)?,
+        error: r.try_get(9)?,
+    })
+}

@@ -1,0 +1,267 @@
+//! The `mprelay` binary as an operator meets it: exit statuses, error messages, and the
+//! example configuration files driving real relay, site server and agent processes.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::helpers::wait_until;
+
+fn mprelay() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mprelay"));
+    c.env_remove("MPRELAY_LOG").env("RUST_LOG", "warn");
+    c
+}
+
+fn run(args: &[&str], dir: &Path) -> Output {
+    mprelay()
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("mprelay runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A directory laid out like the examples expect: certs/ and examples/ side by side.
+fn workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&["certs", "init", "--dir", "certs"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::create_dir(dir.path().join("examples")).unwrap();
+    for f in ["relay.toml", "site.toml", "agent.toml", "report.json"] {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("examples")
+                .join(f),
+            dir.path().join("examples").join(f),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+#[test]
+fn certs_init_writes_private_keys_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        &[
+            "certs",
+            "init",
+            "--dir",
+            "c",
+            "--hosts",
+            "relay.example,10.0.0.5",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in [
+        "ca.key",
+        "relay.key",
+        "site-client.key",
+        "master-1.secret",
+        "enrollment.secret",
+    ] {
+        let mode = std::fs::metadata(dir.path().join("c").join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let o = run(&["certs", "init", "--dir", "c"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_usage_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&["frobnicate"], dir.path());
+    assert_eq!(o.status.code(), Some(64));
+    let o = run(&["demo", "--devices", "0"], dir.path());
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("--devices"), "{}", stderr(&o));
+}
+
+#[test]
+fn relay_with_a_malformed_config_names_file_and_line() {
+    let dir = workspace();
+    let cfg = dir.path().join("examples/relay.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("max_records = 2000000", "max_records = many");
+    std::fs::write(&cfg, text).unwrap();
+    let o = run(&["relay", "--config", "examples/relay.toml"], dir.path());
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("relay.toml") && e.contains("line"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "one sentence: {e}");
+}
+
+#[test]
+fn relay_with_an_unknown_key_names_it() {
+    let dir = workspace();
+    let cfg = dir.path().join("examples/relay.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("dedup_window_hours", "dedup_windw_hours");
+    std::fs::write(&cfg, text).unwrap();
+    let o = run(&["relay", "--config", "examples/relay.toml"], dir.path());
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("dedup_windw_hours"), "{}", stderr(&o));
+}
+
+#[test]
+fn relay_with_a_missing_certificate_names_the_file() {
+    let dir = workspace();
+    std::fs::remove_file(dir.path().join("certs/relay.pem")).unwrap();
+    let o = run(&["relay", "--config", "examples/relay.toml"], dir.path());
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(stderr(&o).contains("relay.pem"), "{}", stderr(&o));
+}
+
+#[test]
+fn relay_with_an_unreadable_key_names_the_file() {
+    let dir = workspace();
+    std::fs::write(dir.path().join("certs/relay.key"), "garbage").unwrap();
+    let o = run(&["relay", "--config", "examples/relay.toml"], dir.path());
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(stderr(&o).contains("relay.key"), "{}", stderr(&o));
+}
+
+#[test]
+fn relay_with_a_spool_it_cannot_open_exits_1() {
+    let dir = workspace();
+    std::fs::write(dir.path().join("spool.db"), vec![0x5au8; 16384]).unwrap();
+    let mut c = mprelay();
+    c.args(["relay", "--config", "examples/relay.toml"])
+        .current_dir(dir.path())
+        .env("MPRELAY_RELAY__AGENT_LISTEN", "127.0.0.1:0")
+        .env("MPRELAY_RELAY__SITE_LISTEN", "127.0.0.1:0");
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("spool.db"), "{}", stderr(&o));
+}
+
+#[test]
+fn demo_stores_every_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = mprelay()
+        .args(["demo", "--devices", "6", "--dir", "kept"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let last = out.trim().lines().last().unwrap();
+    assert!(
+        last.starts_with("stored 12 reports from 6 devices in "),
+        "{out}"
+    );
+    assert!(out.contains("SSH hardening"), "{out}");
+    for f in ["site.db", "spool.db", "certs/ca.pem"] {
+        assert!(dir.path().join("kept").join(f).exists(), "{f}");
+    }
+    // The database it kept answers the report command.
+    let o = run(
+        &["report", "counts", "--database", "sqlite://kept/site.db"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("reports 12"));
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a server process and returns it with the first stdout line it printed.
+fn spawn_server(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> (Killed, String) {
+    let mut c = mprelay();
+    c.args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Killed(child), line)
+}
+
+#[tokio::test]
+async fn example_configs_run_relay_site_and_agent_as_processes() {
+    let dir = workspace();
+    let (_relay, line) = spawn_server(
+        &["relay", "--config", "examples/relay.toml"],
+        dir.path(),
+        &[
+            ("MPRELAY_RELAY__AGENT_LISTEN", "127.0.0.1:0"),
+            ("MPRELAY_RELAY__SITE_LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    // "relay relay-1 listening: agents on 127.0.0.1:P, site servers on 127.0.0.1:Q"
+    let addrs: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| w.starts_with("127.0.0.1:"))
+        .map(|w| w.trim_end_matches(','))
+        .collect();
+    assert_eq!(addrs.len(), 2, "{line}");
+    let site_cfg = std::fs::read_to_string(dir.path().join("examples/site.toml"))
+        .unwrap()
+        .replace(
+            "https://localhost:8444",
+            &format!("https://localhost:{}", &addrs[1][10..]),
+        );
+    std::fs::write(dir.path().join("examples/site.toml"), site_cfg).unwrap();
+    let (_site, _) = spawn_server(&["site", "--config", "examples/site.toml"], dir.path(), &[]);
+
+    let agent_url = format!("https://localhost:{}", &addrs[0][10..]);
+    let o = mprelay()
+        .args([
+            "agent",
+            "submit",
+            "--config",
+            "examples/agent.toml",
+            "--report",
+            "examples/report.json",
+        ])
+        .current_dir(dir.path())
+        .env("MPRELAY_AGENT__RELAY_URL", &agent_url)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("accepted 1"));
+    let state = dir.path().join("agent-state/agent-state.json");
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let db = format!("sqlite://{}", dir.path().join("site.db").display());
+    wait_until(Duration::from_secs(30), || async {
+        let o = run(&["report", "counts", "--database", &db], dir.path());
+        String::from_utf8_lossy(&o.stdout).contains("reports 1\n")
+    })
+    .await
+    .expect("the report reaches the site database");
+    let o = run(
+        &["report", "compliance", "--config", "examples/site.toml"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ssh-hardening"));
+}

@@ -1,0 +1,262 @@
+//! Spawns relays and site servers on port 0 with a fresh PKI and database in a temporary
+//! directory, and gives tests the clients and raw devices they need to talk to them.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mprelay::agent::Agent;
+use mprelay::clock;
+use mprelay::demo::Loopback;
+use mprelay::envelope::{self, DeviceKey, DeviceSigner};
+use mprelay::ids::KeyEpoch;
+use mprelay::net::{ClientResponse, HttpClient, HttpVersion};
+use mprelay::pki;
+use mprelay::proto::{
+    ComplianceReport, EnrollRequest, EnrollResponse, ErrorResponse, SealedSubmission, Submission,
+    submission::Body,
+};
+use mprelay::relay::{RelayHandle, RelayOptions};
+use mprelay::site::{PullOptions, SiteHandle};
+use mprelay::store::Store;
+use prost::Message;
+use tempfile::TempDir;
+
+/// A relay, a site server and a SQLite site database in a temporary directory.
+pub struct TestSystem {
+    pub dir: TempDir,
+    pub lb: Loopback,
+    pub relay: Option<RelayHandle>,
+    pub store: Store,
+    pub site: Option<SiteHandle>,
+    relay_opts: Box<dyn Fn(&mut RelayOptions) + Send + Sync>,
+}
+
+impl TestSystem {
+    /// Relay and site server running.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Relay (with options adjusted by `tweak`) and site server running.
+    pub async fn start_with(tweak: impl Fn(&mut RelayOptions) + Send + Sync + 'static) -> Self {
+        let mut s = Self::relay_only(tweak).await;
+        s.start_site();
+        s
+    }
+
+    /// Relay running; no site server yet.
+    pub async fn relay_only(tweak: impl Fn(&mut RelayOptions) + Send + Sync + 'static) -> Self {
+        mprelay::pki::install_default_provider();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let lb = Loopback::create(&dir.path().join("certs")).expect("PKI");
+        let store = Store::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("site.db").display()
+        ))
+        .await
+        .expect("site database");
+        let mut s = Self {
+            dir,
+            lb,
+            relay: None,
+            store,
+            site: None,
+            relay_opts: Box::new(tweak),
+        };
+        s.start_relay().await;
+        s
+    }
+
+    pub fn spool_path(&self) -> PathBuf {
+        self.dir.path().join("spool.db")
+    }
+
+    pub async fn start_relay(&mut self) {
+        let mut opts = self
+            .lb
+            .relay_options("test-relay", &self.spool_path())
+            .expect("relay options");
+        (self.relay_opts)(&mut opts);
+        self.relay = Some(self.lb.start_relay(opts).await.expect("relay starts"));
+    }
+
+    pub async fn stop_relay(&mut self) {
+        if let Some(r) = self.relay.take() {
+            r.shutdown().await;
+        }
+    }
+
+    pub fn relay(&self) -> &RelayHandle {
+        self.relay.as_ref().expect("relay running")
+    }
+
+    pub fn start_site(&mut self) {
+        let site = self
+            .lb
+            .start_site(
+                self.store.clone(),
+                &[self.relay()],
+                PullOptions {
+                    wait: Duration::from_millis(200),
+                    backoff_min: Duration::from_millis(20),
+                    backoff_max: Duration::from_millis(200),
+                    ..Default::default()
+                },
+                clock::system(),
+            )
+            .expect("site starts");
+        self.site = Some(site);
+    }
+
+    pub async fn stop_site(&mut self) {
+        if let Some(s) = self.site.take() {
+            s.shutdown().await;
+        }
+    }
+
+    /// A client of the agent-facing listener (no client certificate).
+    pub fn agent_client(&self, version: HttpVersion) -> HttpClient {
+        let roots = pki::load_certs(&self.lb.paths.ca_cert()).unwrap();
+        let tls = pki::client_config(&roots, None, version.alpn()).unwrap();
+        HttpClient::new(
+            &format!("https://127.0.0.1:{}", self.relay().agent_addr.port()),
+            Arc::new(tls),
+        )
+        .unwrap()
+    }
+
+    /// A client of the site-facing listener, with the site server's certificate.
+    pub fn site_client(&self) -> HttpClient {
+        HttpClient::new(
+            &format!("https://127.0.0.1:{}", self.relay().site_addr.port()),
+            self.lb.site_client_tls().unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// An enrolled agent keeping its state under `name`.
+    pub async fn agent(&self, name: &str) -> Agent {
+        let opts = self
+            .lb
+            .agent_options(self.relay(), &self.dir.path().join("agents").join(name))
+            .unwrap();
+        Agent::open(opts).await.expect("agent enrolls")
+    }
+
+    /// Records assigned by the spool so far (accepted records never go away from this count).
+    pub fn spooled(&self) -> u64 {
+        self.relay().spool.stats().last_seq.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the site database holds `n` reports (fails the test after 30 s).
+    pub async fn wait_for_reports(&self, n: u64) {
+        wait_until(Duration::from_secs(30), || async {
+            self.store.counts().await.unwrap().reports >= n
+        })
+        .await
+        .unwrap_or_else(|_| panic!("site database never reached {n} reports"));
+    }
+
+    pub fn enrollment_secret(&self) -> String {
+        self.lb.enrollment_secret().unwrap()
+    }
+}
+
+/// Polls `cond` until it holds or `limit` passes. For conditions that live in another process or
+/// a database, where there is nothing to await.
+pub async fn wait_until<F, Fut>(limit: Duration, mut cond: F) -> Result<(), ()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + limit;
+    loop {
+        if cond().await {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return Err(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A device driven by hand: it can seal whatever the test wants.
+pub struct RawDevice {
+    pub signer: DeviceSigner,
+    pub epoch: KeyEpoch,
+    pub key: DeviceKey,
+}
+
+impl RawDevice {
+    /// Enrolls a fresh key pair over `client`.
+    pub async fn enroll(client: &HttpClient, secret: &str) -> Self {
+        let (signer, _) = DeviceSigner::generate();
+        let resp = client
+            .post(
+                "/v1/enroll",
+                Bytes::from(
+                    EnrollRequest {
+                        enrollment_secret: secret.into(),
+                        hostname: "raw-device".into(),
+                        os: "linux".into(),
+                        agent_version: "test".into(),
+                        hardware_id: "hw".into(),
+                        device_public_key: signer.public_key().as_bytes().to_vec(),
+                    }
+                    .encode_to_vec(),
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "{}", describe(&resp));
+        let er = EnrollResponse::decode(resp.body.as_ref()).unwrap();
+        Self {
+            epoch: KeyEpoch::try_from(er.key_epoch).unwrap(),
+            key: DeviceKey::try_from(er.device_key.as_slice()).unwrap(),
+            signer,
+        }
+    }
+
+    pub fn submission(&self, id: &str, created_ms: i64, report: ComplianceReport) -> Submission {
+        Submission {
+            message_id: id.into(),
+            device_id: self.signer.device_id().hex(),
+            created_unix_ms: created_ms,
+            body: Some(Body::ComplianceReport(report)),
+        }
+    }
+
+    pub fn seal(&self, sub: &Submission) -> SealedSubmission {
+        envelope::seal(&self.signer, self.epoch, &self.key, &sub.encode_to_vec())
+    }
+
+    /// A sealed, valid report with a fresh message id.
+    pub fn sealed_report(&self, seed: u64) -> (String, Vec<u8>) {
+        let id = mprelay::ids::MessageId::new().to_string();
+        let sub = self.submission(&id, clock::now_ms(), mprelay::sample::report(0, seed));
+        (id, self.seal(&sub).encode_to_vec())
+    }
+}
+
+/// "STATUS code: message" of a response, for assertion messages.
+pub fn describe(resp: &ClientResponse) -> String {
+    let e = ErrorResponse::decode(resp.body.as_ref()).unwrap_or_default();
+    format!("{} {}: {}", resp.status.as_u16(), e.code, e.message)
+}
+
+/// The error code of a refusal.
+pub fn code(resp: &ClientResponse) -> String {
+    ErrorResponse::decode(resp.body.as_ref())
+        .map(|e| e.code)
+        .unwrap_or_default()
+}
+
+pub fn tmp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}

@@ -1,0 +1,289 @@
+//! The intake path end to end: agent → relay → spool → site server → site database.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use mprelay::envelope;
+use mprelay::net::HttpVersion;
+use mprelay::proto::SubmissionReceipt;
+use prost::Message;
+
+use crate::helpers::{RawDevice, TestSystem, describe};
+
+#[tokio::test]
+async fn report_reaches_the_site_database_with_the_values_sent() {
+    let sys = TestSystem::start().await;
+    let agent = sys.agent("a1").await;
+    let report = mprelay::agent::report_json::read(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/report.json"
+    )))
+    .unwrap();
+    let id = agent.queue_report(report.clone()).unwrap();
+    let out = agent.flush().await.unwrap();
+    assert_eq!((out.accepted, out.remaining), (1, 0));
+    sys.wait_for_reports(1).await;
+
+    let stored = sys
+        .store
+        .report(&id.to_string())
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored.device_id, agent.device_id().hex());
+    assert_eq!(stored.baseline_id, "ssh-hardening");
+    assert_eq!(stored.relay_id, "test-relay");
+    // One non-compliant (critical), one remediated, one compliant, one error.
+    assert_eq!(stored.state, "non_compliant");
+    assert_eq!(stored.max_severity, "critical");
+    assert_eq!(
+        (stored.n_compliant, stored.n_non_compliant, stored.n_error),
+        (2, 1, 1)
+    );
+    let settings = sys.store.report_settings(&id.to_string()).await.unwrap();
+    let sent: Vec<_> = report.configuration_items[0].settings.iter().collect();
+    assert_eq!(settings.len(), sent.len());
+    for (got, want) in settings.iter().zip(sent) {
+        assert_eq!(got.setting_id, want.setting_id);
+        assert_eq!(got.expected, want.expected);
+        assert_eq!(got.observed_before, want.observed_before);
+        assert_eq!(got.observed_after, want.observed_after);
+        assert_eq!(got.remediated, want.remediated);
+        assert_eq!(got.error, want.error);
+    }
+    assert_eq!(settings[1].state, "compliant");
+    assert_eq!(settings[1].observed_after.as_deref(), Some("no"));
+
+    // The stored signature proves the device produced exactly the stored bytes.
+    let device = sys
+        .store
+        .device(&agent.device_id().hex())
+        .await
+        .unwrap()
+        .expect("device");
+    assert_eq!(device.hostname, mprelay::agent::hostname());
+    assert!(device.enrolled_ms.is_some());
+    let current = sys
+        .store
+        .current(&agent.device_id().hex(), "ssh-hardening")
+        .await
+        .unwrap()
+        .expect("current state");
+    assert_eq!(current.message_id, id.to_string());
+    let history = sys
+        .store
+        .history(&agent.device_id().hex(), "ssh-hardening")
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].state, "non_compliant");
+    assert_eq!(history[0].ended_ms, None);
+    assert!(agent.queue().is_empty().unwrap());
+}
+
+#[tokio::test]
+async fn stored_signature_verifies_against_the_device_key() {
+    let sys = TestSystem::start().await;
+    let client = sys.agent_client(HttpVersion::Auto);
+    let dev = RawDevice::enroll(&client, &sys.enrollment_secret()).await;
+    let (id, body) = dev.sealed_report(3);
+    let resp = client
+        .post("/v1/submissions", Bytes::from(body))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 202, "{}", describe(&resp));
+    sys.wait_for_reports(1).await;
+    let r = sys.store.report(&id).await.unwrap().unwrap();
+    envelope::verify_signature(&dev.signer.public_key(), &r.signed_bytes, &r.signature)
+        .expect("signature over the stored bytes verifies");
+    let mut tampered = r.signed_bytes.clone();
+    tampered[5] ^= 1;
+    assert!(envelope::verify_signature(&dev.signer.public_key(), &tampered, &r.signature).is_err());
+}
+
+#[tokio::test]
+async fn a_resend_is_200_with_the_same_receipt_and_no_duplicate_row() {
+    let sys = TestSystem::start().await;
+    let client = sys.agent_client(HttpVersion::Auto);
+    let dev = RawDevice::enroll(&client, &sys.enrollment_secret()).await;
+    let id = mprelay::ids::MessageId::new().to_string();
+    let sub = dev.submission(&id, mprelay::clock::now_ms(), mprelay::sample::report(1, 9));
+
+    let first = client
+        .post(
+            "/v1/submissions",
+            Bytes::from(dev.seal(&sub).encode_to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.status, 202, "{}", describe(&first));
+    let r1 = SubmissionReceipt::decode(first.body.as_ref()).unwrap();
+    assert_eq!(r1.message_id, id);
+    assert_eq!(r1.relay_id, "test-relay");
+
+    // Sealed again (new nonce), as an agent does on every attempt.
+    let again = client
+        .post(
+            "/v1/submissions",
+            Bytes::from(dev.seal(&sub).encode_to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.status, 200, "{}", describe(&again));
+    assert_eq!(SubmissionReceipt::decode(again.body.as_ref()).unwrap(), r1);
+
+    sys.wait_for_reports(1).await;
+    // And after the site has it and the relay has dropped the payload: still 200, same receipt.
+    crate::helpers::wait_until(Duration::from_secs(10), || async {
+        sys.relay()
+            .spool
+            .stats()
+            .acked_through
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 2
+    })
+    .await
+    .expect("site acknowledged");
+    let late = client
+        .post(
+            "/v1/submissions",
+            Bytes::from(dev.seal(&sub).encode_to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(late.status, 200);
+    assert_eq!(SubmissionReceipt::decode(late.body.as_ref()).unwrap(), r1);
+    assert_eq!(sys.store.counts().await.unwrap().reports, 1);
+    assert_eq!(
+        sys.relay()
+            .metrics()
+            .duplicates
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+}
+
+#[tokio::test]
+async fn with_the_site_down_reports_are_accepted_and_arrive_when_it_starts() {
+    let mut sys = TestSystem::relay_only(|_| {}).await;
+    let agent = sys.agent("a1").await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            agent
+                .queue_report(mprelay::sample::report(i % 2, i as u64))
+                .unwrap(),
+        );
+    }
+    let out = agent.flush().await.unwrap();
+    assert_eq!(out.accepted, 20);
+    assert_eq!(sys.store.counts().await.unwrap().reports, 0);
+
+    // The relay restarts in between: the spool keeps everything.
+    sys.stop_relay().await;
+    sys.start_relay().await;
+    sys.start_site();
+    sys.wait_for_reports(20).await;
+    let mut stored = sys.store.report_message_ids().await.unwrap();
+    stored.sort();
+    let mut want: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    want.sort();
+    assert_eq!(stored, want);
+}
+
+#[tokio::test]
+async fn site_restart_resumes_without_duplicates() {
+    let mut sys = TestSystem::start().await;
+    let agent = sys.agent("a1").await;
+    for i in 0..10 {
+        agent.queue_report(mprelay::sample::report(0, i)).unwrap();
+    }
+    agent.flush().await.unwrap();
+    sys.wait_for_reports(10).await;
+    sys.stop_site().await;
+    for i in 10..25 {
+        agent.queue_report(mprelay::sample::report(0, i)).unwrap();
+    }
+    agent.flush().await.unwrap();
+    sys.start_site();
+    sys.wait_for_reports(25).await;
+    let c = sys.store.counts().await.unwrap();
+    assert_eq!(c.reports, 25);
+    assert_eq!(c.devices, 1);
+    let cursor = sys.store.relay_cursor("test-relay").await.unwrap().unwrap();
+    assert_eq!(cursor.spool_id, sys.relay().spool.spool_id());
+    assert!(cursor.through_seq >= 26, "{cursor:?}"); // 25 reports + 1 enrollment
+}
+
+#[tokio::test]
+async fn http1_and_http2_are_both_served() {
+    let sys = TestSystem::start().await;
+    for v in [HttpVersion::Http1, HttpVersion::Http2] {
+        let client = sys.agent_client(v);
+        let dev = RawDevice::enroll(&client, &sys.enrollment_secret()).await;
+        for seed in 0..3 {
+            let (_, body) = dev.sealed_report(seed);
+            let resp = client
+                .post("/v1/submissions", Bytes::from(body))
+                .await
+                .unwrap();
+            assert_eq!(resp.status, 202, "{v:?}: {}", describe(&resp));
+        }
+    }
+    sys.wait_for_reports(6).await;
+}
+
+#[tokio::test]
+async fn enrolling_the_same_key_again_gives_the_same_identity() {
+    let sys = TestSystem::start().await;
+    let client = sys.agent_client(HttpVersion::Auto);
+    let (signer, _) = mprelay::envelope::DeviceSigner::generate();
+    let enroll = || {
+        let req = mprelay::proto::EnrollRequest {
+            enrollment_secret: sys.enrollment_secret(),
+            hostname: "h".into(),
+            device_public_key: signer.public_key().as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let client = &client;
+        async move {
+            let r = client
+                .post("/v1/enroll", Bytes::from(req.encode_to_vec()))
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "{}", describe(&r));
+            mprelay::proto::EnrollResponse::decode(r.body.as_ref()).unwrap()
+        }
+    };
+    let a = enroll().await;
+    let b = enroll().await;
+    assert_eq!(a, b);
+    assert_eq!(a.device_id, signer.device_id().hex());
+    // Spooled once: the repeat is the same enrollment record.
+    assert_eq!(sys.spooled(), 1);
+}
+
+#[tokio::test]
+async fn an_agent_keeps_its_queue_across_restarts_while_the_relay_is_down() {
+    let mut sys = TestSystem::start().await;
+    let agent = sys.agent("a1").await;
+    let dir = sys.dir.path().join("agents").join("a1");
+    sys.stop_relay().await;
+    let id = agent.queue_report(mprelay::sample::report(0, 1)).unwrap();
+    let out = agent.flush().await.unwrap();
+    assert_eq!(out.remaining, 1);
+    assert!(out.retry_after.is_some());
+    drop(agent);
+
+    // A new agent process over the same state directory sends it once the relay is back.
+    sys.start_relay().await;
+    sys.stop_site().await;
+    sys.start_site();
+    let opts = sys.lb.agent_options(sys.relay(), &dir).unwrap();
+    let agent = mprelay::agent::Agent::open(opts).await.unwrap();
+    assert_eq!(agent.queue().len().unwrap(), 1);
+    let out = agent.flush().await.unwrap();
+    assert_eq!(out.accepted, 1);
+    sys.wait_for_reports(1).await;
+    assert!(sys.store.report(&id.to_string()).await.unwrap().is_some());
+}

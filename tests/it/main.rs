@@ -1,0 +1,8 @@
+//! Integration tests: real TLS on loopback, real spool and site database in temporary
+//! directories, real child processes where the test is about a process.
+
+mod helpers;
+
+mod cli;
+mod error_table;
+mod intake;
