@@ -21,11 +21,13 @@
 //! - [`fsutil`]: private (0600), atomic file writes.
 //! - [`sample`]: realistic synthetic reports for the demo, benchmarks and tests.
 //! - [`demo`]: the whole system in one process on loopback, and the same wiring for tests.
+//! - [`bench`]: `mprelay bench …`, measured against ceilings taken in the same run.
 //! - [`cli`]: the `mprelay` command line.
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod compliance;

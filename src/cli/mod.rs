@@ -44,6 +44,9 @@ enum Command {
     /// Reports from the site database.
     #[command(subcommand)]
     Report(ReportCmd),
+    /// Benchmarks against the targets of DESIGN section 9.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCmd),
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +237,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Site(c) => site(c).await,
         Command::Agent(c) => agent(c).await,
         Command::Report(c) => report(c).await,
+        Command::Bench(c) => crate::bench::run(c).await.map_err(Failure::from),
     }
 }
 
