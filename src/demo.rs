@@ -1,6 +1,8 @@
 //! `mprelay demo`: the whole system in one process on loopback — a PKI, a relay with its spool, a
-//! site server on SQLite, and simulated devices that enroll and submit sealed reports — and
-//! [`Loopback`], the same wiring for the integration tests.
+//! site server on SQLite with the example baselines imported and pushed to the relay as policy,
+//! and simulated devices that enroll, fetch the policy, evaluate it with the real evaluators
+//! (remediating what the baselines allow) against a generated file-system tree each, and submit
+//! sealed reports — and [`Loopback`], the same wiring for the integration tests.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::agent::run::RunOptions;
 use crate::agent::{Agent, AgentOptions};
 use crate::clock::{self, SharedClock};
 use crate::envelope::MasterKeys;
@@ -18,10 +21,21 @@ use crate::ids::KeyEpoch;
 use crate::net::Limits;
 use crate::pki::{self, ClientAuth, PkiPaths};
 use crate::relay::{self, IntakeOptions, RelayHandle, RelayOptions};
-use crate::sample;
 use crate::site::{self, PullOptions, RelayTarget, SiteHandle, SiteOptions};
 use crate::spool::SpoolConfig;
-use crate::store::{BaselineSummary, Store};
+use crate::store::{BaselineOverview, BaselineSummary, Store};
+
+/// The example baselines, built in so the demo runs from any directory.
+pub const EXAMPLE_BASELINES: &[(&str, &str)] = &[
+    (
+        "ssh-hardening.toml",
+        include_str!("../examples/baselines/ssh-hardening.toml"),
+    ),
+    (
+        "kernel-network.toml",
+        include_str!("../examples/baselines/kernel-network.toml"),
+    ),
+];
 
 /// A PKI in a directory, and everything built from it for a system on 127.0.0.1.
 #[derive(Debug, Clone)]
@@ -133,7 +147,33 @@ impl Loopback {
             client_tls: self.site_client_tls()?,
             pull,
             clock,
+            policy: site::policy::PolicyOptions {
+                poll: Duration::from_millis(250),
+                backoff_min: Duration::from_millis(20),
+                backoff_max: Duration::from_millis(500),
+                evaluation_interval_s: None,
+            },
+            admin: None,
         })?)
+    }
+
+    /// The admin API on 127.0.0.1 (ephemeral port) with the PKI's console certificate and token.
+    pub async fn admin_options(&self) -> anyhow::Result<site::admin::AdminOptions> {
+        let certs = pki::load_certs(&self.paths.admin_cert())?;
+        let key = pki::load_private_key(&self.paths.admin_key())?;
+        Ok(site::admin::AdminOptions {
+            listener: TcpListener::bind("127.0.0.1:0").await?,
+            tls: Arc::new(pki::server_config(certs, key, ClientAuth::None)?),
+            token: site::admin::AdminToken::load(&self.paths.admin_token())?,
+            limits: Limits::default(),
+        })
+    }
+
+    /// The admin API's bearer token.
+    pub fn admin_token(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(self.paths.admin_token())?
+            .trim()
+            .to_string())
     }
 
     /// Options for an agent talking to `relay`, keeping its state in `state_dir`.
@@ -168,6 +208,12 @@ pub struct DemoOutcome {
     pub devices: usize,
     pub elapsed: Duration,
     pub summaries: Vec<BaselineSummary>,
+    /// Devices per state, per baseline, as `mprelay report compliance` shows them.
+    pub overview: Vec<BaselineOverview>,
+    /// Settings the agents evaluated, remediated (compliant afterwards), and left in error.
+    pub settings: u64,
+    pub remediated: u64,
+    pub errors: u64,
     pub dir: Option<PathBuf>,
 }
 
@@ -190,8 +236,9 @@ impl Progress {
     }
 }
 
-/// Runs the demo: enrolls `devices` simulated devices, has each submit a report per sample
-/// baseline, waits until every report is in the site database.
+/// Runs the demo: imports the example baselines, pushes them to the relay, enrolls `devices`
+/// simulated devices that each evaluate the policy against a generated tree and report, and
+/// waits until every report is in the site database.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     let started = Instant::now();
     let progress = Progress {
@@ -221,6 +268,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     ropts.intake.enroll_burst = (opts.devices as f64).max(500.0);
     let relay = lb.start_relay(ropts).await?;
     let store = Store::connect(&format!("sqlite://{}", dir.join("site.db").display())).await?;
+    progress.show("importing the example baselines…");
+    let files: Vec<(String, String)> = EXAMPLE_BASELINES
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+    let imported = crate::policy::import_texts(&store, &files)
+        .await
+        .context("importing the example baselines")?;
     let site = lb.start_site(
         store.clone(),
         &[&relay],
@@ -230,35 +285,67 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         },
         clock::system(),
     )?;
+    progress.show("pushing the policy to the relay…");
+    let deadline = Instant::now() + opts.timeout;
+    while site.relays[0]
+        .policy_version
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < imported.policy_version
+    {
+        if Instant::now() > deadline {
+            bail!("the relay did not get the policy within {:?}", opts.timeout);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let baselines = site
+        .policy
+        .borrow()
+        .as_ref()
+        .map(|p| p.baselines.len())
+        .unwrap_or(0);
 
-    let expected = (opts.devices * sample::BASELINES.len()) as u64;
+    let expected = (opts.devices * baselines) as u64;
     let mut tasks = JoinSet::new();
     let gate = Arc::new(tokio::sync::Semaphore::new(32));
     for i in 0..opts.devices {
-        let mut ao = lb.agent_options(&relay, &dir.join("agents").join(format!("{i:05}")))?;
+        let state = dir.join("agents").join(format!("{i:05}"));
+        let root = dir.join("devices").join(format!("{i:05}"));
+        let mut ao = lb.agent_options(&relay, &state)?;
         ao.hostname = format!("demo-host-{i:04}");
         ao.os = "Debian GNU/Linux 12 (bookworm) x86_64".into();
         ao.hardware_id = format!("demo-hw-{i:08x}");
         let gate = gate.clone();
         tasks.spawn(async move {
             let _permit = gate.acquire_owned().await?;
+            crate::faketree::write_device_tree(&root, i as u64 * 7919)
+                .with_context(|| format!("writing the tree of device {i}"))?;
             let agent = Agent::open(ao).await?;
-            for b in 0..sample::BASELINES.len() {
-                agent.queue_report(sample::report(b, i as u64 * 7919 + b as u64))?;
+            let round = agent
+                .evaluate_round(&RunOptions {
+                    root,
+                    ..RunOptions::default()
+                })
+                .await?;
+            if round.flush.remaining > 0 {
+                bail!("device {i}: {} reports still queued", round.flush.remaining);
             }
-            let out = agent.flush_until_empty(Duration::from_secs(60)).await?;
-            if out.remaining > 0 {
-                bail!("device {i}: {} reports still queued", out.remaining);
+            let (mut settings, mut errors) = (0u64, 0u64);
+            for (_, _, r) in &round.reports {
+                settings += u64::from(r.total());
+                errors += u64::from(r.error);
             }
-            Ok::<_, anyhow::Error>(())
+            Ok::<_, anyhow::Error>((settings, u64::from(round.remediated), errors))
         });
     }
-    let mut submitted = 0usize;
+    let (mut submitted, mut settings, mut remediated, mut errors) = (0usize, 0, 0, 0);
     while let Some(r) = tasks.join_next().await {
-        r.context("device task panicked")??;
+        let (s, rem, e) = r.context("device task panicked")??;
+        settings += s;
+        remediated += rem;
+        errors += e;
         submitted += 1;
         progress.show(&format!(
-            "devices enrolled and submitted: {submitted}/{}",
+            "devices evaluated and reported: {submitted}/{}",
             opts.devices
         ));
     }
@@ -283,6 +370,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     };
     progress.done();
     let summaries = store.baseline_summaries().await?;
+    let overview = store.compliance_overview().await?;
     let elapsed = started.elapsed();
     site.shutdown().await;
     relay.shutdown().await;
@@ -292,6 +380,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         devices: opts.devices,
         elapsed,
         summaries,
+        overview,
+        settings,
+        remediated,
+        errors,
         dir: opts.dir,
     })
 }

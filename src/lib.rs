@@ -11,15 +11,19 @@
 //! - [`net`]: the HTTPS server loop with its limits, and a kept-alive HTTPS client.
 //! - [`spool`]: the relay's durable SQLite spool with group commit.
 //! - [`relay`]: the relay — agent-facing intake listener and site-facing mTLS listener.
-//! - [`compliance`]: compliance states, severities and roll-ups.
+//! - [`compliance`]: compliance states, severities, rules and roll-ups.
+//! - [`policy`]: baseline and configuration item definitions (TOML), their import with revision
+//!   history, and the versioned policy snapshot the site pushes to relays.
 //! - [`store`]: the site database behind one interface (SQLite; PostgreSQL at scale).
 //! - [`site`]: the site server — pulls relays, writes batches, serves the admin API.
-//! - [`agent`]: the device agent — enrollment, state file, durable queue, submission.
+//! - [`agent`]: the device agent — enrollment, state file, durable queue, submission, and the
+//!   evaluators that check and remediate settings.
 //! - [`config`]: TOML configuration files with `MPRELAY_…` environment overrides.
 //! - [`clock`]: injectable time sources.
 //! - [`metrics`]: counters and histograms in the Prometheus text format.
 //! - [`fsutil`]: private (0600), atomic file writes.
-//! - [`sample`]: realistic synthetic reports for the demo, benchmarks and tests.
+//! - [`sample`]: realistic synthetic reports for the benchmarks and tests.
+//! - [`faketree`]: fake device file systems the demo and tests evaluate baselines against.
 //! - [`demo`]: the whole system in one process on loopback, and the same wiring for tests.
 //! - [`bench`]: `mprelay bench …`, measured against ceilings taken in the same run.
 //! - [`cli`]: the `mprelay` command line.
@@ -34,11 +38,13 @@ pub mod compliance;
 pub mod config;
 pub mod demo;
 pub mod envelope;
+pub mod faketree;
 pub mod fsutil;
 pub mod ids;
 pub mod metrics;
 pub mod net;
 pub mod pki;
+pub mod policy;
 pub mod relay;
 pub mod sample;
 pub mod site;

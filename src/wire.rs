@@ -51,6 +51,9 @@ pub enum Refusal {
     Timeout,
     /// No such endpoint (404 `not_found`).
     NotFound,
+    /// The endpoint exists but the thing it names does not, e.g. an unknown baseline on the
+    /// admin API (404 `not_found`).
+    NoSuch(String),
     /// The endpoint exists but not with this method (405 `method_not_allowed`).
     MethodNotAllowed,
     /// A site-facing request that does not fit the relay's state, e.g. an ack for another
@@ -76,7 +79,7 @@ impl Refusal {
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Timeout => StatusCode::REQUEST_TIMEOUT,
-            NotFound => StatusCode::NOT_FOUND,
+            NotFound | NoSuch(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Conflict(_) => StatusCode::CONFLICT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -101,7 +104,7 @@ impl Refusal {
             RateLimited { .. } => "rate_limited",
             Overloaded { .. } => "overloaded",
             Timeout => "timeout",
-            NotFound => "not_found",
+            NotFound | NoSuch(_) => "not_found",
             MethodNotAllowed => "method_not_allowed",
             Conflict(_) => "conflict",
             Unauthorized => "unauthorized",
@@ -132,6 +135,7 @@ impl Refusal {
             Overloaded { .. } => "the relay cannot take more right now; retry later".into(),
             Timeout => "the request arrived too slowly".into(),
             NotFound => "no such endpoint".into(),
+            NoSuch(what) => what.clone(),
             MethodNotAllowed => "method not allowed on this endpoint".into(),
             Conflict(why) => why.clone(),
             Unauthorized => "a valid bearer token is required".into(),
@@ -171,6 +175,44 @@ impl Refusal {
         resp
     }
 }
+
+impl Refusal {
+    /// The same refusal for a JSON API (the site's admin API): `{"code": …, "message": …}` with
+    /// the status and headers of [`Refusal::into_response`]; a 401 also names the scheme.
+    pub fn into_json_response(self) -> Response<Full<Bytes>> {
+        let body = serde_json::json!({ "code": self.code(), "message": self.message() });
+        let mut resp = json_response(self.status(), &body);
+        if let Some(ra) = self.retry_after() {
+            let secs = ra.as_secs().max(1);
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_str(&secs.to_string()).expect("digits are a valid header"),
+            );
+        }
+        if matches!(self, Refusal::Unauthorized) {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+/// A response with a JSON body.
+pub fn json_response<T: serde::Serialize + ?Sized>(
+    status: StatusCode,
+    value: &T,
+) -> Response<Full<Bytes>> {
+    // Serializing the store's plain row types cannot fail; an empty object is the fallback.
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    resp
+}
+
+/// Content type of every JSON body.
+pub const JSON: &str = "application/json";
 
 impl From<EnvelopeError> for Refusal {
     fn from(e: EnvelopeError) -> Self {

@@ -3,8 +3,10 @@
 //! the error table says (see [`crate::wire::agent_action`]): drop, re-enroll and resend, stop,
 //! or retry after `Retry-After` with jitter. Nothing leaves the queue before a 202 or 200.
 
+pub mod eval;
 pub mod queue;
 pub mod report_json;
+pub mod run;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,6 +1,9 @@
 //! The `mprelay` command line. Exit status: 0 on success, 64 for bad usage or configuration,
 //! 1 for other failures; errors go to stderr as one sentence naming the file, field or value.
 
+mod compliance;
+pub mod tables;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -44,6 +47,12 @@ enum Command {
     /// Reports from the site database.
     #[command(subcommand)]
     Report(ReportCmd),
+    /// Configuration baselines and items: import definitions (TOML), list revisions.
+    #[command(subcommand)]
+    Baseline(compliance::BaselineCmd),
+    /// Block or unblock a device (relays refuse it once the policy reaches them).
+    #[command(subcommand)]
+    Device(compliance::DeviceCmd),
     /// Benchmarks against the targets of DESIGN section 9.
     #[command(subcommand)]
     Bench(crate::bench::BenchCmd),
@@ -118,12 +127,43 @@ enum AgentCmd {
         #[arg(long, default_value_t = 60)]
         wait: u64,
     },
+    /// Fetch the policy, evaluate its baselines (remediating what it allows), report; repeat
+    /// on the policy's schedule.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Evaluate and report once, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Evaluate against this directory tree instead of / (commands still run on the host).
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum ReportCmd {
-    /// Devices per compliance state, per baseline.
-    Compliance(DbArg),
+    /// Devices per compliance state, per baseline; with --baseline, per setting too.
+    Compliance {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long)]
+        baseline: Option<String>,
+    },
+    /// One device: state, settings (expected, observed, remediated) and history per baseline.
+    Device {
+        #[command(flatten)]
+        db: DbArg,
+        /// The device id (32 hex characters).
+        id: String,
+    },
+    /// The non-compliant devices of a baseline and their failing settings.
+    Noncompliant {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long)]
+        baseline: String,
+    },
     /// Row counts of the site database.
     Counts(DbArg),
 }
@@ -237,6 +277,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Site(c) => site(c).await,
         Command::Agent(c) => agent(c).await,
         Command::Report(c) => report(c).await,
+        Command::Baseline(c) => compliance::baseline(c).await,
+        Command::Device(c) => compliance::device(c).await,
         Command::Bench(c) => crate::bench::run(c).await.map_err(Failure::from),
     }
 }
@@ -251,7 +293,11 @@ async fn demo(a: DemoArgs) -> Result<(), Failure> {
         timeout: Duration::from_secs(a.timeout),
     })
     .await?;
-    print!("{}", crate::demo::summary_table(&out.summaries));
+    print!("{}", tables::overview(&out.overview));
+    println!(
+        "{} settings evaluated against the devices' file systems: {} remediated, {} in error",
+        out.settings, out.remediated, out.errors
+    );
     if let Some(d) = &out.dir {
         println!("PKI, spool and site database kept in {}", d.display());
     }
@@ -373,10 +419,26 @@ async fn site(c: ConfigArg) -> Result<(), Failure> {
         ));
     }
     let tls = loaded.client_tls()?;
+    let policy = loaded.policy_options()?;
+    let admin = loaded.admin()?;
     let url = loaded.database_url();
     let store = Store::connect(&url)
         .await
         .context("opening the site database")?;
+    let admin = match admin {
+        Some((listen, tls, token)) => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on admin.listen {listen}"))?;
+            Some(crate::site::admin::AdminOptions {
+                listener,
+                tls,
+                token,
+                limits: crate::net::Limits::default(),
+            })
+        }
+        None => None,
+    };
     let handle = crate::site::start(crate::site::SiteOptions {
         store: store.clone(),
         relays: loaded
@@ -388,12 +450,18 @@ async fn site(c: ConfigArg) -> Result<(), Failure> {
         client_tls: std::sync::Arc::new(tls),
         pull,
         clock: crate::clock::system(),
+        policy,
+        admin,
     })
     .context("starting the site server")?;
     println!(
-        "site server pulling {} relay(s) into {}",
+        "site server pulling {} relay(s) into {}{}",
         loaded.value.relays.len(),
-        store.backend()
+        store.backend(),
+        handle
+            .admin_addr
+            .map(|a| format!("; admin API on https://{a}"))
+            .unwrap_or_default()
     );
     shutdown_signal().await;
     handle.shutdown().await;
@@ -403,6 +471,10 @@ async fn site(c: ConfigArg) -> Result<(), Failure> {
 
 async fn open_agent(c: &ConfigArg) -> Result<Agent, Failure> {
     let loaded = config::load::<AgentFile>(c.config.as_deref(), "agent", config::process_env())?;
+    open_agent_with(&loaded).await
+}
+
+async fn open_agent_with(loaded: &config::Loaded<AgentFile>) -> Result<Agent, Failure> {
     let opts = loaded.to_options()?;
     Agent::open(opts)
         .await
@@ -451,7 +523,27 @@ async fn agent(c: AgentCmd) -> Result<(), Failure> {
             }
             Ok(())
         }
+        AgentCmd::Run { config, once, root } => {
+            let loaded = config::load::<AgentFile>(
+                config.config.as_deref(),
+                "agent",
+                config::process_env(),
+            )?;
+            let mut opts = loaded.run_options()?;
+            if let Some(r) = root {
+                opts.root = r;
+            }
+            crate::agent::run::check_root(&opts.root).map_err(usage)?;
+            let a = open_agent_with(&loaded).await?;
+            compliance::agent_run(&a, &opts, once, shutdown_signal()).await
+        }
     }
+}
+
+async fn open_store(a: &DbArg) -> Result<Store, Failure> {
+    Ok(Store::connect(&database_url(a)?)
+        .await
+        .context("opening the site database")?)
 }
 
 /// The database URL from `--database`, or from the site configuration.
@@ -471,20 +563,17 @@ fn database_url(a: &DbArg) -> Result<String, Failure> {
 
 async fn report(c: ReportCmd) -> Result<(), Failure> {
     match c {
-        ReportCmd::Compliance(a) => {
-            let store = Store::connect(&database_url(&a)?)
-                .await
-                .context("opening the site database")?;
-            print!(
-                "{}",
-                crate::demo::summary_table(
-                    &store
-                        .baseline_summaries()
-                        .await
-                        .context("reading compliance")?
-                )
-            );
-            Ok(())
+        ReportCmd::Compliance { db, baseline } => {
+            let store = open_store(&db).await?;
+            compliance::report_compliance(&store, baseline.as_deref()).await
+        }
+        ReportCmd::Device { db, id } => {
+            let store = open_store(&db).await?;
+            compliance::report_device(&store, &id).await
+        }
+        ReportCmd::Noncompliant { db, baseline } => {
+            let store = open_store(&db).await?;
+            compliance::report_noncompliant(&store, &baseline).await
         }
         ReportCmd::Counts(a) => {
             let store = Store::connect(&database_url(&a)?)

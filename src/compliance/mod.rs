@@ -5,6 +5,21 @@
 //! non-compliant if any of its settings is, otherwise in error if any setting is, otherwise
 //! unknown if any setting is, otherwise compliant; a baseline rolls up its CIs the same way; the
 //! severity of a roll-up is the highest severity among its non-compliant settings.
+//!
+//! Membership (required, optional, prohibited) is applied where a setting is evaluated, because
+//! only the evaluator knows whether a setting was *found*; the states in a report already carry
+//! it, so every roll-up here is the same whatever the membership:
+//! - **required**: a setting that is not found is non-compliant when the setting says
+//!   `noncompliant_if_missing`, otherwise not applicable.
+//! - **optional**: the item applies only where what it checks exists: a setting that is not
+//!   found is not applicable, whatever `noncompliant_if_missing` says.
+//! - **prohibited**: the item must not be *detected*. It is detected when all its settings hold
+//!   (at least one compliant, none failing or in error); then its compliant settings are
+//!   reported non-compliant (each is evidence of the prohibited item), else its failing settings
+//!   are reported compliant. Expected values read `prohibited: …`. Prohibited items are never
+//!   remediated.
+
+pub mod rule;
 
 use std::fmt;
 use std::str::FromStr;

@@ -308,6 +308,45 @@ pub struct SiteFile {
     pub relays: Vec<RelayEntry>,
     #[serde(default)]
     pub pull: PullFile,
+    /// The admin API; absent: not served.
+    #[serde(default)]
+    pub admin: Option<AdminFile>,
+    #[serde(default)]
+    pub policy: PolicyFile,
+}
+
+/// `[admin]` of `site.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Loopback by default: expose it further only behind something that adds its own access
+    /// control.
+    #[serde(default = "crate::site::admin::default_listen")]
+    pub listen: SocketAddr,
+    /// Server certificate and key (`mprelay certs init` writes admin.pem and admin.key).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The bearer token, in a file of mode 0600 (`mprelay certs init` writes admin.token).
+    pub token_file: PathBuf,
+}
+
+/// `[policy]` of `site.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyFile {
+    /// How often agents evaluate their baselines.
+    pub evaluation_interval_s: u32,
+    /// How often the site checks its database for policy changes made by other processes.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for PolicyFile {
+    fn default() -> Self {
+        Self {
+            evaluation_interval_s: 3600,
+            poll_interval_ms: 2000,
+        }
+    }
 }
 
 fn default_database() -> String {
@@ -391,6 +430,49 @@ impl Loaded<SiteFile> {
     }
 }
 
+impl Loaded<SiteFile> {
+    pub fn policy_options(&self) -> Result<crate::site::policy::PolicyOptions, ConfigError> {
+        let p = &self.value.policy;
+        if !(60..=7 * 86_400).contains(&p.evaluation_interval_s) {
+            return Err(self.invalid(
+                "policy.evaluation_interval_s",
+                "must be 60 to 604800 seconds",
+            ));
+        }
+        if p.poll_interval_ms < 100 {
+            return Err(self.invalid("policy.poll_interval_ms", "must be at least 100"));
+        }
+        Ok(crate::site::policy::PolicyOptions {
+            poll: Duration::from_millis(p.poll_interval_ms),
+            evaluation_interval_s: Some(p.evaluation_interval_s),
+            ..Default::default()
+        })
+    }
+
+    /// The admin API's address, TLS and token, when `[admin]` is present. A missing or
+    /// world-readable token file refuses the start.
+    pub fn admin(
+        &self,
+    ) -> Result<
+        Option<(
+            SocketAddr,
+            Arc<rustls::ServerConfig>,
+            crate::site::admin::AdminToken,
+        )>,
+        ConfigError,
+    > {
+        let Some(a) = &self.value.admin else {
+            return Ok(None);
+        };
+        let certs = pki::load_certs(&self.path(&a.cert))?;
+        let key = pki::load_private_key(&self.path(&a.key))?;
+        let tls = pki::server_config(certs, key, ClientAuth::None)?;
+        let token = crate::site::admin::AdminToken::load(&self.path(&a.token_file))
+            .map_err(|e| self.invalid("admin.token_file", e.to_string()))?;
+        Ok(Some((a.listen, Arc::new(tls), token)))
+    }
+}
+
 /// Resolves a relative `sqlite://` path against `base`; other URLs are returned as they are.
 pub fn resolve_database_url(url: &str, base: &std::path::Path) -> String {
     match url.strip_prefix("sqlite://") {
@@ -421,6 +503,15 @@ pub struct AgentFile {
     pub client_cert: Option<PathBuf>,
     #[serde(default)]
     pub client_key: Option<PathBuf>,
+    /// The root evaluators look under (`/`; a directory tree for tests and demos).
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    /// How often to evaluate when the policy does not say.
+    #[serde(default)]
+    pub evaluation_interval_s: Option<u64>,
+    /// Set to false to never remediate on this device, whatever the policy allows.
+    #[serde(default)]
+    pub remediate: Option<bool>,
 }
 
 impl Loaded<AgentFile> {
@@ -454,6 +545,25 @@ impl Loaded<AgentFile> {
         }
         if let Some(h) = &f.hardware_id {
             o.hardware_id = h.clone();
+        }
+        Ok(o)
+    }
+
+    /// How `mprelay agent run` evaluates.
+    pub fn run_options(&self) -> Result<crate::agent::run::RunOptions, ConfigError> {
+        let f = &self.value;
+        let mut o = crate::agent::run::RunOptions::default();
+        if let Some(r) = &f.root {
+            o.root = self.path(r);
+        }
+        if let Some(s) = f.evaluation_interval_s {
+            if s == 0 {
+                return Err(self.invalid("evaluation_interval_s", "must be at least 1"));
+            }
+            o.default_interval = Duration::from_secs(s);
+        }
+        if let Some(r) = f.remediate {
+            o.remediate = r;
         }
         Ok(o)
     }

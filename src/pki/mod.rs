@@ -94,6 +94,10 @@ impl PkiPaths {
     pub fn admin_key(&self) -> PathBuf {
         self.dir.join("admin.key")
     }
+    /// The admin API's bearer token.
+    pub fn admin_token(&self) -> PathBuf {
+        self.dir.join("admin.token")
+    }
     pub fn agent_ca_cert(&self) -> PathBuf {
         self.dir.join("agent-ca.pem")
     }
@@ -203,6 +207,7 @@ pub fn init(dir: &Path, hosts: &[String]) -> Result<InitReport, PkiError> {
         paths.site_key(),
         paths.admin_cert(),
         paths.admin_key(),
+        paths.admin_token(),
         paths.agent_ca_cert(),
         paths.agent_ca_key(),
         paths.master_secret(1),
@@ -265,6 +270,10 @@ pub fn init(dir: &Path, hosts: &[String]) -> Result<InitReport, PkiError> {
     write_secret(
         &paths.enrollment_secret(),
         format!("{}\n", hex::encode(rand::random::<[u8; 24]>())).as_bytes(),
+    )?;
+    write_secret(
+        &paths.admin_token(),
+        format!("{}\n", crate::site::admin::generate_token()).as_bytes(),
     )?;
     Ok(InitReport {
         files: all.to_vec(),
@@ -590,13 +599,14 @@ mod tests {
     fn init_writes_everything_with_private_modes_and_refuses_to_overwrite() {
         let dir = tempfile::tempdir().unwrap();
         let report = init(dir.path(), &["localhost".into(), "127.0.0.1".into()]).unwrap();
-        assert_eq!(report.files.len(), 12);
+        assert_eq!(report.files.len(), 13);
         let paths = PkiPaths::new(dir.path());
         for key in [
             paths.ca_key(),
             paths.relay_key(),
             paths.site_key(),
             paths.admin_key(),
+            paths.admin_token(),
             paths.agent_ca_key(),
             paths.master_secret(1),
             paths.enrollment_secret(),

@@ -1,10 +1,14 @@
 //! The site server: pulls every configured relay over mutual TLS, writes each batch into the
 //! site database in one transaction, and acknowledges the batch to the relay only after that
 //! transaction committed. Delivery is at-least-once with writes idempotent on message id, so a
-//! kill at any moment neither loses nor doubles a report.
+//! kill at any moment neither loses nor doubles a report. It also pushes the policy to every
+//! relay ([`policy`]) and serves the admin API ([`admin`]).
 
+pub mod admin;
 pub mod decode;
+pub mod policy;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,13 +16,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message;
 use rustls::ClientConfig;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::clock::SharedClock;
 use crate::metrics::{Histogram, LATENCY_BUCKETS};
 use crate::net::HttpClient;
+use crate::net::server::ServerHandle;
 use crate::proto::ForwardAck;
 use crate::store::Store;
 
@@ -63,6 +68,21 @@ pub struct SiteOptions {
     pub client_tls: Arc<ClientConfig>,
     pub pull: PullOptions,
     pub clock: SharedClock,
+    /// Policy building and pushing.
+    pub policy: policy::PolicyOptions,
+    /// The admin API; `None` to run without it.
+    pub admin: Option<admin::AdminOptions>,
+}
+
+/// Why a site server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    /// A relay URL cannot be used.
+    #[error(transparent)]
+    Client(#[from] crate::net::ClientError),
+    /// The admin API cannot be served.
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
 }
 
 /// What the site knows of one relay, for metrics and the console.
@@ -79,6 +99,9 @@ pub struct RelayStatus {
     pub last_seq: AtomicU64,
     pub last_pull_ms: AtomicI64,
     pub last_error: Mutex<Option<String>>,
+    /// The policy version the relay last accepted (0: none yet).
+    pub policy_version: AtomicU64,
+    pub policy_error: Mutex<Option<String>>,
 }
 
 impl RelayStatus {
@@ -111,6 +134,12 @@ pub struct SiteHandle {
     pub store: Store,
     pub relays: Vec<Arc<RelayStatus>>,
     pub metrics: Arc<SiteMetrics>,
+    /// Where the admin API listens, when it runs.
+    pub admin_addr: Option<SocketAddr>,
+    /// The newest policy snapshot built.
+    pub policy: watch::Receiver<Option<Arc<crate::proto::PolicySnapshot>>>,
+    refresh: Arc<Notify>,
+    admin: Option<ServerHandle>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -120,8 +149,16 @@ impl SiteHandle {
     /// was not committed.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
+        if let Some(a) = self.admin.take() {
+            a.shutdown().await;
+        }
         while self.tasks.join_next().await.is_some() {}
         info!("site server stopped");
+    }
+
+    /// Rebuilds the policy now instead of at the next poll (after a change made in this process).
+    pub fn refresh_policy(&self) {
+        self.refresh.notify_one();
     }
 
     /// Total reports this process stored.
@@ -133,12 +170,14 @@ impl SiteHandle {
     }
 }
 
-/// Starts a puller per relay.
-pub fn start(opts: SiteOptions) -> Result<SiteHandle, crate::net::ClientError> {
+/// Starts a puller and a policy pusher per relay, the policy builder, and the admin API.
+pub fn start(opts: SiteOptions) -> Result<SiteHandle, SiteError> {
     let (tx, rx) = watch::channel(false);
     let metrics = Arc::new(SiteMetrics::default());
     let mut tasks = JoinSet::new();
     let mut relays = Vec::new();
+    let refresh = Arc::new(Notify::new());
+    let (snap_tx, snap_rx) = watch::channel(None);
     for target in &opts.relays {
         let client = HttpClient::new(&target.url, opts.client_tls.clone())?;
         let status = Arc::new(RelayStatus {
@@ -159,11 +198,46 @@ pub fn start(opts: SiteOptions) -> Result<SiteHandle, crate::net::ClientError> {
                 .run()
                 .instrument(info_span!("pull", relay = %target.url)),
         );
+        let pusher = HttpClient::new(&target.url, opts.client_tls.clone())?;
+        tasks.spawn(
+            policy::push_loop(
+                pusher,
+                relays[relays.len() - 1].clone(),
+                opts.policy.clone(),
+                snap_rx.clone(),
+                rx.clone(),
+            )
+            .instrument(info_span!("policy", relay = %target.url)),
+        );
     }
+    tasks.spawn(
+        policy::build_loop(
+            opts.store.clone(),
+            opts.policy.clone(),
+            opts.clock.clone(),
+            refresh.clone(),
+            snap_tx,
+            rx.clone(),
+        )
+        .instrument(info_span!("policy")),
+    );
+    let (admin, admin_addr) = match opts.admin {
+        Some(a) => {
+            let h = admin::start(a, opts.store.clone(), refresh.clone())?;
+            info!(addr = %h.addr, "admin API listening");
+            let addr = h.addr;
+            (Some(h), Some(addr))
+        }
+        None => (None, None),
+    };
     Ok(SiteHandle {
         store: opts.store,
         relays,
         metrics,
+        admin_addr,
+        policy: snap_rx,
+        refresh,
+        admin,
         shutdown: tx,
         tasks,
     })

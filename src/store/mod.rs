@@ -9,6 +9,7 @@
 //! in Rust ([`plan_transitions`]); the backends only execute them.
 
 mod sqlite;
+mod sqlite_compliance;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -262,6 +263,9 @@ macro_rules! dispatch {
         }
     };
 }
+
+mod compliance;
+pub use compliance::*;
 
 impl Store {
     /// Opens the database named by `url` and brings its schema up to date.

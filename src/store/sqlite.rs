@@ -30,8 +30,8 @@ const MAX_ROWS: usize = 1024;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     path: PathBuf,
-    writer: SqlitePool,
-    reader: SqlitePool,
+    pub(super) writer: SqlitePool,
+    pub(super) reader: SqlitePool,
 }
 
 /// The schema migrations of a backend, as sqlx wants them.

@@ -66,6 +66,7 @@ fn certs_init_writes_private_keys_and_refuses_to_overwrite() {
         "site-client.key",
         "master-1.secret",
         "enrollment.secret",
+        "admin.token",
     ] {
         let mode = std::fs::metadata(dir.path().join("c").join(f))
             .unwrap()
@@ -227,7 +228,11 @@ async fn example_configs_run_relay_site_and_agent_as_processes() {
             &format!("https://localhost:{}", &addrs[1][10..]),
         );
     std::fs::write(dir.path().join("examples/site.toml"), site_cfg).unwrap();
-    let (_site, _) = spawn_server(&["site", "--config", "examples/site.toml"], dir.path(), &[]);
+    let (_site, _) = spawn_server(
+        &["site", "--config", "examples/site.toml"],
+        dir.path(),
+        &[("MPRELAY_SITE__ADMIN__LISTEN", "127.0.0.1:0")],
+    );
 
     let agent_url = format!("https://localhost:{}", &addrs[0][10..]);
     let o = mprelay()

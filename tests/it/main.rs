@@ -4,5 +4,7 @@
 mod helpers;
 
 mod cli;
+mod compliance;
+mod compliance_cli;
 mod error_table;
 mod intake;

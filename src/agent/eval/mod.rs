@@ -1,0 +1,667 @@
+//! Evaluation of configuration baselines on the device: each setting's evaluator observes a
+//! value, its rule judges it, and a non-compliant setting is remediated when both the setting
+//! and the deployment allow it; the value is then observed again.
+//!
+//! Evaluators (one file each), all relative to the evaluation root (`/`, or `--root DIR`):
+//!
+//! | kind | parameters | observes | remediates |
+//! |---|---|---|---|
+//! | `file_exists` | `path` | `regular file`, `directory` or `other`; not found when missing | — |
+//! | `file_mode` | `path` | permission bits as four octal digits, e.g. `0644` | `equals`, `mode_at_most` (chmod) |
+//! | `file_owner` | `path` | `user:group`, names from the root's `/etc/passwd` and `/etc/group` | — |
+//! | `file_contains` | `path`, `pattern` | the first line matching the regex; not found when none does | — |
+//! | `config_line` | `path`, `key`, optional `separator`, `occurrence`, `block_keyword`, `include_keyword`, `case_sensitive_keys`, `comment` | the key's effective value | `equals` (rewrites the line atomically) |
+//! | `sysctl` | `key` (`net.ipv4.ip_forward`) | `<root>/proc/sys/…`, whitespace collapsed | `equals` (writes the file) |
+//! | `command` | `program` (absolute), args, optional `output` (`stdout` or `exit_status`), `timeout_s` | trimmed stdout, or the exit status | — |
+//!
+//! Commands run without a shell, with a cleared environment and a timeout. Under `--root` they
+//! still run on the host: a command cannot be confined to a directory tree.
+//!
+//! Nothing here panics on what a policy or the file system holds: an evaluator that fails, a
+//! definition this agent does not understand, or a remediation that cannot be written makes that
+//! one setting `error`, with the reason in its `error` text, and the others are still evaluated.
+//! Membership is applied here, where found and not-found are known (see [`crate::compliance`]).
+
+pub mod command;
+pub mod config_line;
+pub mod file;
+mod fsops;
+pub mod sysctl;
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::clock;
+use crate::compliance::rule::{Operator, Rule, RuleError, format_mode, parse_mode};
+use crate::compliance::{Rollup, Severity, State};
+use crate::proto::{self, ComplianceReport, ConfigurationItemResult, Membership, SettingResult};
+
+/// The evaluator kinds this agent knows.
+pub const KINDS: [&str; 7] = [
+    "file_exists",
+    "file_mode",
+    "file_owner",
+    "file_contains",
+    "config_line",
+    "sysctl",
+    "command",
+];
+
+/// Longest observed value, expected text or error kept in a report (the relay's limit).
+pub const MAX_TEXT: usize = 4096;
+
+/// Why a setting's definition cannot be evaluated. The site refuses these at import; an agent
+/// that meets one (from a newer site) reports the setting as `error`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DefinitionError {
+    /// The evaluator kind is not one this version knows.
+    #[error("unknown evaluator kind {0:?} (use {kinds})", kinds = KINDS.join(", "))]
+    UnknownKind(String),
+    /// A parameter the evaluator needs is not given.
+    #[error("evaluator {kind} needs the parameter {param}")]
+    MissingParam { kind: String, param: String },
+    /// A parameter the evaluator does not take.
+    #[error("evaluator {kind} does not take the parameter {param}")]
+    UnknownParam { kind: String, param: String },
+    /// A parameter has a value that cannot work.
+    #[error("{param}: {message}")]
+    BadParam { param: String, message: String },
+    /// The rule does not suit the evaluator.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Remediation is allowed where it cannot be done.
+    #[error("{0}")]
+    Remediation(String),
+    /// The rule itself is invalid.
+    #[error("{0}")]
+    Rule(#[from] RuleError),
+}
+
+impl DefinitionError {
+    /// The evaluator parameter at fault, if one is.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            DefinitionError::MissingParam { param, .. }
+            | DefinitionError::UnknownParam { param, .. }
+            | DefinitionError::BadParam { param, .. } => Some(param),
+            _ => None,
+        }
+    }
+}
+
+/// Where and how to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalContext {
+    /// The file system root the evaluators look under (`/` on a real device).
+    pub root: PathBuf,
+    /// The local switch for remediation; the deployment and the setting must allow it too.
+    pub remediate: bool,
+}
+
+impl EvalContext {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            remediate: true,
+        }
+    }
+
+    /// `abs` (an absolute path of the device) under the evaluation root.
+    pub fn host_path(&self, abs: &str) -> PathBuf {
+        self.root.join(abs.trim_start_matches('/'))
+    }
+}
+
+/// What to observe, checked.
+#[derive(Debug, Clone)]
+pub enum Probe {
+    FileExists(file::Target),
+    FileMode(file::Target),
+    FileOwner(file::Target),
+    FileContains(file::Contains),
+    ConfigLine(config_line::Spec),
+    Sysctl(sysctl::Spec),
+    Command(command::Spec),
+}
+
+/// A setting ready to evaluate: its probe and its rule.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub probe: Probe,
+    pub rule: Rule,
+}
+
+/// What a remediation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remedy {
+    /// The fix was written.
+    Applied,
+    /// Nothing could be written for a reason that is not a failure (e.g. the file to edit does
+    /// not exist, so there is nothing to fix in it).
+    NotPossible(String),
+}
+
+/// Parameters of an evaluator, with the ones read so far remembered to refuse the rest.
+pub(crate) struct Params<'a> {
+    kind: &'a str,
+    map: &'a std::collections::HashMap<String, String>,
+    used: BTreeSet<&'static str>,
+}
+
+impl<'a> Params<'a> {
+    fn new(ev: &'a proto::Evaluator) -> Self {
+        Self {
+            kind: &ev.kind,
+            map: &ev.params,
+            used: BTreeSet::new(),
+        }
+    }
+
+    pub(crate) fn optional(&mut self, name: &'static str) -> Option<&'a str> {
+        self.used.insert(name);
+        self.map.get(name).map(String::as_str)
+    }
+
+    pub(crate) fn required(&mut self, name: &'static str) -> Result<&'a str, DefinitionError> {
+        self.optional(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| DefinitionError::MissingParam {
+                kind: self.kind.into(),
+                param: name.into(),
+            })
+    }
+
+    pub(crate) fn bad(&self, name: &str, message: impl Into<String>) -> DefinitionError {
+        DefinitionError::BadParam {
+            param: name.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn flag(
+        &mut self,
+        name: &'static str,
+        default: bool,
+    ) -> Result<bool, DefinitionError> {
+        match self.optional(name) {
+            None => Ok(default),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(v) => Err(self.bad(name, format!("{v:?} is not true or false"))),
+        }
+    }
+
+    /// An absolute, normalized path parameter.
+    pub(crate) fn path(&mut self, name: &'static str) -> Result<String, DefinitionError> {
+        let p = self.required(name)?;
+        check_abs_path(p).map_err(|m| self.bad(name, m))?;
+        Ok(p.to_string())
+    }
+
+    fn finish(self) -> Result<(), DefinitionError> {
+        let extra = self.map.keys().find(|k| !self.used.contains(k.as_str()));
+        match extra {
+            Some(k) => Err(DefinitionError::UnknownParam {
+                kind: self.kind.into(),
+                param: k.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An absolute path with no `.` or `..` components, so it cannot climb out of the root.
+pub fn check_abs_path(p: &str) -> Result<(), String> {
+    let path = Path::new(p);
+    if !path.is_absolute() {
+        return Err(format!("{p:?} is not an absolute path"));
+    }
+    if p.len() > 1024 || p.contains('\0') {
+        return Err(format!("{p:?} is not a usable path"));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+        || p.split('/').skip(1).any(|s| s == "." || s == "..")
+    {
+        return Err(format!("{p:?} must not contain . or .. components"));
+    }
+    Ok(())
+}
+
+impl Probe {
+    /// Checks an evaluator definition.
+    pub fn parse(ev: &proto::Evaluator) -> Result<Self, DefinitionError> {
+        let mut p = Params::new(ev);
+        let probe = match ev.kind.as_str() {
+            "file_exists" => Probe::FileExists(file::Target::parse(&mut p)?),
+            "file_mode" => Probe::FileMode(file::Target::parse(&mut p)?),
+            "file_owner" => Probe::FileOwner(file::Target::parse(&mut p)?),
+            "file_contains" => Probe::FileContains(file::Contains::parse(&mut p)?),
+            "config_line" => Probe::ConfigLine(config_line::Spec::parse(&mut p)?),
+            "sysctl" => Probe::Sysctl(sysctl::Spec::parse(&mut p)?),
+            "command" => Probe::Command(command::Spec::parse(&mut p, &ev.args)?),
+            other => return Err(DefinitionError::UnknownKind(other.into())),
+        };
+        if !matches!(probe, Probe::Command(_)) && !ev.args.is_empty() {
+            return Err(DefinitionError::UnknownParam {
+                kind: ev.kind.clone(),
+                param: "args".into(),
+            });
+        }
+        p.finish()?;
+        Ok(probe)
+    }
+
+    /// Observes the value: `None` when the setting is not found on the device.
+    pub fn observe(&self, ctx: &EvalContext) -> Result<Option<String>, String> {
+        match self {
+            Probe::FileExists(t) => t.exists(ctx),
+            Probe::FileMode(t) => t.mode(ctx),
+            Probe::FileOwner(t) => t.owner(ctx),
+            Probe::FileContains(c) => c.observe(ctx),
+            Probe::ConfigLine(s) => s.observe(ctx),
+            Probe::Sysctl(s) => s.observe(ctx),
+            Probe::Command(c) => c.observe(),
+        }
+    }
+
+    /// Whether this probe can bring a non-compliant value in line with `op`.
+    pub fn can_remediate(&self, op: Operator) -> bool {
+        match self {
+            Probe::FileMode(_) => matches!(op, Operator::Equals | Operator::ModeAtMost),
+            Probe::ConfigLine(_) | Probe::Sysctl(_) => op == Operator::Equals,
+            _ => false,
+        }
+    }
+
+    fn remediate(
+        &self,
+        ctx: &EvalContext,
+        rule: &Rule,
+        observed: Option<&str>,
+    ) -> Result<Remedy, String> {
+        match self {
+            Probe::FileMode(t) => t.remediate_mode(ctx, rule, observed),
+            Probe::ConfigLine(s) => s.remediate(ctx, &rule.expected),
+            Probe::Sysctl(s) => s.remediate(ctx, &rule.expected),
+            _ => Ok(Remedy::NotPossible(
+                "this evaluator cannot remediate".into(),
+            )),
+        }
+    }
+}
+
+impl Check {
+    /// Checks a setting's evaluator and rule, and that they fit together.
+    pub fn parse(s: &proto::Setting) -> Result<Self, DefinitionError> {
+        let ev = s
+            .evaluator
+            .as_ref()
+            .ok_or_else(|| DefinitionError::Unsupported("the setting has no evaluator".into()))?;
+        let probe = Probe::parse(ev)?;
+        let rule_def = s
+            .rule
+            .as_ref()
+            .ok_or_else(|| DefinitionError::Unsupported("the setting has no rule".into()))?;
+        let rule = Rule::parse(rule_def)?;
+        let op = rule.operator;
+        if op == Operator::ModeAtMost && !matches!(probe, Probe::FileMode(_)) {
+            return Err(DefinitionError::Unsupported(format!(
+                "operator mode_at_most applies to the file_mode evaluator only, not {}",
+                ev.kind
+            )));
+        }
+        if let Probe::FileMode(_) = probe {
+            let modes: Vec<&str> = match op {
+                Operator::Equals | Operator::NotEquals | Operator::ModeAtMost => {
+                    vec![rule.expected.as_str()]
+                }
+                Operator::OneOf => rule.values.iter().map(String::as_str).collect(),
+                _ => vec![],
+            };
+            for m in modes {
+                if parse_mode(m).map(format_mode).as_deref() != Some(m) {
+                    return Err(DefinitionError::Unsupported(format!(
+                        "file modes are compared as four octal digits, e.g. 0600, not {m:?}"
+                    )));
+                }
+            }
+        }
+        if s.remediation_allowed && !probe.can_remediate(op) {
+            return Err(DefinitionError::Remediation(format!(
+                "remediation is possible for file_mode (equals, mode_at_most), config_line \
+                 (equals) and sysctl (equals), not for {} with {op}",
+                ev.kind
+            )));
+        }
+        Ok(Self { probe, rule })
+    }
+}
+
+/// Evaluates one baseline of the policy on this device and builds its report.
+pub fn evaluate_baseline(b: &proto::Baseline, ctx: &EvalContext) -> ComplianceReport {
+    let mut cis = Vec::with_capacity(b.members.len());
+    for m in &b.members {
+        let Some(ci) = &m.configuration_item else {
+            continue;
+        };
+        let membership = Membership::try_from(m.membership).unwrap_or(Membership::Required);
+        // A prohibited item is never "fixed" into presence.
+        let remediate = ctx.remediate && m.remediate && membership != Membership::Prohibited;
+        let mut settings: Vec<SettingResult> = ci
+            .settings
+            .iter()
+            .map(|s| evaluate_setting(s, membership, remediate, ctx))
+            .collect();
+        if membership == Membership::Prohibited {
+            apply_prohibition(&mut settings);
+        }
+        cis.push(ConfigurationItemResult {
+            ci_id: ci.id.clone(),
+            ci_revision: ci.revision,
+            ci_name: ci.name.clone(),
+            membership: membership as i32,
+            settings,
+        });
+    }
+    ComplianceReport {
+        baseline_id: b.id.clone(),
+        baseline_revision: b.revision,
+        baseline_name: b.name.clone(),
+        evaluated_unix_ms: clock::now_ms(),
+        configuration_items: cis,
+    }
+}
+
+/// Evaluates one setting; never fails: problems become state `error`.
+pub fn evaluate_setting(
+    s: &proto::Setting,
+    membership: Membership,
+    remediate: bool,
+    ctx: &EvalContext,
+) -> SettingResult {
+    let severity = proto::Severity::try_from(s.severity).unwrap_or_default();
+    let mut out = SettingResult {
+        setting_id: s.id.clone(),
+        state: proto::ComplianceState::Unknown as i32,
+        severity: severity as i32,
+        expected: String::new(),
+        observed_before: None,
+        observed_after: None,
+        remediated: false,
+        error: String::new(),
+    };
+    let check = match Check::parse(s) {
+        Ok(c) => c,
+        Err(e) => {
+            out.expected = s
+                .rule
+                .as_ref()
+                .map(|r| clip(format!("{} {}", r.operator, r.expected).trim()))
+                .unwrap_or_default();
+            return errored(out, format!("cannot evaluate this setting: {e}"));
+        }
+    };
+    out.expected = clip(&check.rule.to_string());
+    let before = match check.probe.observe(ctx) {
+        Ok(v) => v,
+        Err(e) => return errored(out, e),
+    };
+    out.observed_before = before.as_deref().map(clip);
+    let mut state = judge(&check.rule, before.as_deref(), s, membership);
+    if state == State::NonCompliant && remediate && s.remediation_allowed {
+        match check.probe.remediate(ctx, &check.rule, before.as_deref()) {
+            Ok(Remedy::Applied) => match check.probe.observe(ctx) {
+                Ok(after) => {
+                    state = judge(&check.rule, after.as_deref(), s, membership);
+                    out.observed_after = Some(after.as_deref().map(clip).unwrap_or_default());
+                    out.remediated = state == State::Compliant;
+                }
+                Err(e) => return errored(out, format!("remediated, then {e}")),
+            },
+            Ok(Remedy::NotPossible(_)) => {}
+            Err(e) => return errored(out, format!("remediation failed: {e}")),
+        }
+    }
+    out.state = proto::ComplianceState::from(state) as i32;
+    out
+}
+
+fn judge(rule: &Rule, observed: Option<&str>, s: &proto::Setting, membership: Membership) -> State {
+    use crate::compliance::rule::Verdict;
+    match rule.judge(observed) {
+        Verdict::Holds => State::Compliant,
+        Verdict::Fails => State::NonCompliant,
+        // An optional item applies only where what it checks exists.
+        Verdict::Missing if s.noncompliant_if_missing && membership != Membership::Optional => {
+            State::NonCompliant
+        }
+        Verdict::Missing => State::NotApplicable,
+    }
+}
+
+fn errored(mut out: SettingResult, why: String) -> SettingResult {
+    out.state = proto::ComplianceState::Error as i32;
+    out.error = clip(&why);
+    out
+}
+
+/// A prohibited configuration item is *detected* when its settings all hold (none fails, none
+/// errs, at least one is compliant). Detected, its compliant settings are the violation;
+/// otherwise its failing settings show the item is absent, which is what the baseline wants.
+fn apply_prohibition(settings: &mut [SettingResult]) {
+    let mut r = Rollup::default();
+    for s in settings.iter() {
+        r.add(state_of(s), Severity::None);
+    }
+    let detected = r.state() == State::Compliant && r.compliant > 0;
+    for s in settings.iter_mut() {
+        let st = state_of(s);
+        let new = match (detected, st) {
+            (true, State::Compliant) => State::NonCompliant,
+            (false, State::NonCompliant) => State::Compliant,
+            (_, other) => other,
+        };
+        s.state = proto::ComplianceState::from(new) as i32;
+        s.expected = clip(&format!("prohibited: {}", s.expected));
+    }
+}
+
+fn state_of(s: &SettingResult) -> State {
+    State::from(proto::ComplianceState::try_from(s.state).unwrap_or_default())
+}
+
+/// `s` cut to [`MAX_TEXT`] bytes at a character boundary.
+pub fn clip(s: &str) -> String {
+    if s.len() <= MAX_TEXT {
+        return s.to_string();
+    }
+    let mut end = MAX_TEXT - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// How long a command may run when its definition does not say.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    pub(crate) fn setting(
+        kind: &str,
+        params: &[(&str, &str)],
+        op: &str,
+        expected: &str,
+    ) -> proto::Setting {
+        proto::Setting {
+            id: "s".into(),
+            name: "s".into(),
+            severity: proto::Severity::Warning as i32,
+            remediation_allowed: false,
+            evaluator: Some(proto::Evaluator {
+                kind: kind.into(),
+                params: params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<HashMap<_, _>>(),
+                args: vec![],
+            }),
+            rule: Some(proto::Rule {
+                operator: op.into(),
+                expected: expected.into(),
+                ..Default::default()
+            }),
+            noncompliant_if_missing: false,
+        }
+    }
+
+    fn state(r: &SettingResult) -> State {
+        state_of(r)
+    }
+
+    #[test]
+    fn unknown_kind_and_bad_params_are_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = EvalContext::new(dir.path());
+        let r = evaluate_setting(
+            &setting("registry", &[("path", "/x")], "exists", ""),
+            Membership::Required,
+            true,
+            &ctx,
+        );
+        assert_eq!(state(&r), State::Error);
+        assert!(
+            r.error.contains("unknown evaluator kind \"registry\""),
+            "{}",
+            r.error
+        );
+
+        let r = evaluate_setting(
+            &setting(
+                "file_contains",
+                &[("path", "/x"), ("pattern", "([")],
+                "exists",
+                "",
+            ),
+            Membership::Required,
+            true,
+            &ctx,
+        );
+        assert_eq!(state(&r), State::Error);
+        assert!(r.error.contains("pattern"), "{}", r.error);
+
+        let e = Probe::parse(&proto::Evaluator {
+            kind: "file_mode".into(),
+            params: [
+                ("path".to_string(), "/a".to_string()),
+                ("colour".into(), "x".into()),
+            ]
+            .into_iter()
+            .collect(),
+            args: vec![],
+        })
+        .unwrap_err();
+        assert_eq!(e.param(), Some("colour"));
+        let e = Probe::parse(&proto::Evaluator {
+            kind: "file_mode".into(),
+            params: [("path".to_string(), "etc/x".to_string())]
+                .into_iter()
+                .collect(),
+            args: vec![],
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("absolute"), "{e}");
+        let e = Probe::parse(&proto::Evaluator {
+            kind: "file_mode".into(),
+            params: [("path".to_string(), "/etc/../root".to_string())]
+                .into_iter()
+                .collect(),
+            args: vec![],
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains(".."), "{e}");
+    }
+
+    #[test]
+    fn missing_settings_follow_the_flag_and_membership() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = EvalContext::new(dir.path());
+        let mut s = setting(
+            "config_line",
+            &[("path", "/etc/ssh/sshd_config"), ("key", "PermitRootLogin")],
+            "equals",
+            "no",
+        );
+        let r = evaluate_setting(&s, Membership::Required, true, &ctx);
+        assert_eq!(state(&r), State::NotApplicable);
+        assert_eq!(r.observed_before, None);
+        s.noncompliant_if_missing = true;
+        let r = evaluate_setting(&s, Membership::Required, true, &ctx);
+        assert_eq!(state(&r), State::NonCompliant);
+        let r = evaluate_setting(&s, Membership::Optional, true, &ctx);
+        assert_eq!(state(&r), State::NotApplicable);
+    }
+
+    #[test]
+    fn prohibited_items_count_when_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("usr/sbin")).unwrap();
+        std::fs::write(dir.path().join("usr/sbin/in.rshd"), "").unwrap();
+        let ctx = EvalContext::new(dir.path());
+        let baseline = |path: &str| proto::Baseline {
+            id: "b".into(),
+            revision: 1,
+            name: "b".into(),
+            description: String::new(),
+            members: vec![proto::BaselineMember {
+                configuration_item: Some(proto::ConfigurationItem {
+                    id: "rsh".into(),
+                    revision: 1,
+                    name: "rsh server".into(),
+                    description: String::new(),
+                    settings: vec![setting("file_exists", &[("path", path)], "exists", "")],
+                }),
+                membership: Membership::Prohibited as i32,
+                remediate: true,
+            }],
+        };
+        let r = evaluate_baseline(&baseline("/usr/sbin/in.rshd"), &ctx);
+        let s = &r.configuration_items[0].settings[0];
+        assert_eq!(state(s), State::NonCompliant);
+        assert_eq!(s.expected, "prohibited: exists");
+        assert_eq!(s.observed_before.as_deref(), Some("regular file"));
+        let r = evaluate_baseline(&baseline("/usr/sbin/in.telnetd"), &ctx);
+        assert_eq!(
+            state(&r.configuration_items[0].settings[0]),
+            State::Compliant
+        );
+    }
+
+    #[test]
+    fn remediation_needs_a_remediable_rule() {
+        let mut s = setting("file_owner", &[("path", "/etc/x")], "equals", "root:root");
+        s.remediation_allowed = true;
+        let e = Check::parse(&s).unwrap_err().to_string();
+        assert!(e.contains("remediation is possible for"), "{e}");
+        let s = setting("file_owner", &[("path", "/etc/x")], "mode_at_most", "0600");
+        assert!(Check::parse(&s).is_err());
+        let s = setting("file_mode", &[("path", "/etc/x")], "equals", "600");
+        let e = Check::parse(&s).unwrap_err().to_string();
+        assert!(e.contains("four octal digits"), "{e}");
+    }
+
+    #[test]
+    fn long_values_are_clipped_at_a_character_boundary() {
+        let s = "é".repeat(5000);
+        let c = clip(&s);
+        assert!(c.len() <= MAX_TEXT && c.ends_with('…'));
+    }
+}

@@ -1,0 +1,228 @@
+//! The compliance commands: `baseline import|list`, `device block|unblock`, `agent run` and the
+//! compliance reports.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use super::{DbArg, Failure, open_store, tables, usage};
+use crate::agent::Agent;
+use crate::agent::run::RunOptions;
+use crate::compliance::State;
+use crate::policy::{self, PolicyError};
+use crate::store::Store;
+
+#[derive(Debug, Subcommand)]
+pub(super) enum BaselineCmd {
+    /// Check definition files (TOML) and store them with their revision history: all of them,
+    /// or nothing when any has an error.
+    Import {
+        #[command(flatten)]
+        db: DbArg,
+        /// Files of [[configuration_item]] and [[baseline]] tables (see examples/baselines).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Every stored revision of every baseline and configuration item.
+    List(DbArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum DeviceCmd {
+    /// Block a device: relays refuse its enrollment, reports and policy requests.
+    Block {
+        #[command(flatten)]
+        db: DbArg,
+        id: String,
+    },
+    /// Unblock a device.
+    Unblock {
+        #[command(flatten)]
+        db: DbArg,
+        id: String,
+    },
+}
+
+pub(super) async fn baseline(c: BaselineCmd) -> Result<(), Failure> {
+    match c {
+        BaselineCmd::Import { db, files } => {
+            let store = open_store(&db).await?;
+            match policy::import_files(&store, &files).await {
+                Ok(r) => {
+                    for (kind, id, rev) in &r.added {
+                        println!("added {kind} {id} revision {rev}");
+                    }
+                    for (kind, id, rev) in &r.unchanged {
+                        println!("unchanged {kind} {id} revision {rev}");
+                    }
+                    println!("policy version {}", r.policy_version);
+                    Ok(())
+                }
+                Err(PolicyError::Invalid(errors)) => {
+                    for e in &errors {
+                        eprintln!("mprelay: {e}");
+                    }
+                    Err(usage(format!(
+                        "{} error{} in the definitions; nothing was imported",
+                        errors.len(),
+                        if errors.len() == 1 { "" } else { "s" }
+                    )))
+                }
+                Err(e @ PolicyError::Read { .. }) => Err(Failure::Usage(e.into())),
+                Err(e) => Err(Failure::Other(e.into())),
+            }
+        }
+        BaselineCmd::List(db) => {
+            let store = open_store(&db).await?;
+            let defs = store.definitions().await.context("reading definitions")?;
+            println!(
+                "{:<20} {:<32} {:>4}  {:<40} {:<20}  Source",
+                "Kind", "Id", "Rev", "Name", "Imported"
+            );
+            for d in defs {
+                println!(
+                    "{:<20} {:<32} {:>4}  {:<40} {:<20}  {}",
+                    d.kind,
+                    d.id,
+                    d.revision,
+                    d.name,
+                    tables::fmt_time(d.imported_ms),
+                    d.source_file
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+pub(super) async fn device(c: DeviceCmd) -> Result<(), Failure> {
+    let (db, id, blocked) = match c {
+        DeviceCmd::Block { db, id } => (db, id, true),
+        DeviceCmd::Unblock { db, id } => (db, id, false),
+    };
+    let store = open_store(&db).await?;
+    let word = if blocked { "blocked" } else { "unblocked" };
+    match store
+        .set_device_blocked(&id, blocked)
+        .await
+        .context("updating the device")?
+    {
+        None => Err(Failure::Other(anyhow::anyhow!(
+            "no device {id:?} is known at this site"
+        ))),
+        Some(false) => {
+            println!("device {id} was already {word}");
+            Ok(())
+        }
+        Some(true) => {
+            let v = store.policy_version().await.context("reading the policy")?;
+            println!("device {id} {word}; policy version {v} goes to the relays");
+            Ok(())
+        }
+    }
+}
+
+pub(super) async fn agent_run(
+    a: &Agent,
+    opts: &RunOptions,
+    once: bool,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Failure> {
+    println!(
+        "agent {} evaluating under {}",
+        a.device_id(),
+        opts.root.display()
+    );
+    let Some(round) = a
+        .run(opts, once, shutdown)
+        .await
+        .map_err(|e| Failure::Other(anyhow::Error::new(e).context("agent run")))?
+    else {
+        return Ok(());
+    };
+    println!(
+        "policy version {} ({:?})",
+        round.policy_version, round.source
+    );
+    for (baseline, id, r) in &round.reports {
+        let state = r.state();
+        println!(
+            "{baseline}: {state}{} — {} compliant, {} non-compliant, {} error, {} not applicable; report {id}",
+            if state == State::NonCompliant {
+                format!(" ({})", r.max_severity)
+            } else {
+                String::new()
+            },
+            r.compliant,
+            r.non_compliant,
+            r.error,
+            r.not_applicable
+        );
+    }
+    println!(
+        "remediated {} setting(s); accepted {}, already accepted {}, dropped {}, still queued {}",
+        round.remediated,
+        round.flush.accepted,
+        round.flush.duplicates,
+        round.flush.dropped,
+        round.flush.remaining
+    );
+    if round.flush.remaining > 0 {
+        return Err(Failure::Other(anyhow::anyhow!(
+            "{} reports are still queued (relay busy or unreachable); they are sent on the next run",
+            round.flush.remaining
+        )));
+    }
+    Ok(())
+}
+
+pub(super) async fn report_compliance(
+    store: &Store,
+    baseline: Option<&str>,
+) -> Result<(), Failure> {
+    match baseline {
+        None => {
+            let rows = store
+                .compliance_overview()
+                .await
+                .context("reading compliance")?;
+            print!("{}", tables::overview(&rows));
+        }
+        Some(id) => {
+            let d = store
+                .baseline_detail(id)
+                .await
+                .context("reading compliance")?
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no baseline {id:?} is defined or reported at this site")
+                })?;
+            print!("{}", tables::baseline(&d));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn report_device(store: &Store, id: &str) -> Result<(), Failure> {
+    let d = store
+        .device_compliance(id)
+        .await
+        .context("reading the device")?
+        .ok_or_else(|| anyhow::anyhow!("no device {id:?} is known at this site"))?;
+    print!("{}", tables::device(&d));
+    Ok(())
+}
+
+pub(super) async fn report_noncompliant(store: &Store, id: &str) -> Result<(), Failure> {
+    let d = store
+        .baseline_detail(id)
+        .await
+        .context("reading compliance")?
+        .ok_or_else(|| anyhow::anyhow!("no baseline {id:?} is defined or reported at this site"))?;
+    let devices = store
+        .noncompliant_devices(id)
+        .await
+        .context("reading compliance")?;
+    print!("{}", tables::noncompliant(&d.overview.name, id, &devices));
+    Ok(())
+}

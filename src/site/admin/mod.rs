@@ -1,0 +1,257 @@
+//! The site's admin API: JSON over HTTPS, on loopback by default, every route but `/healthz`
+//! behind `Authorization: Bearer <token>` (the token is read from a 0600 file and compared in
+//! constant time). Errors are JSON `{"code", "message"}` with the status of the one error table
+//! ([`crate::wire::Refusal`]).
+//!
+//! Routes live with their area: [`compliance`] registers the compliance reports; later areas add
+//! a file and a line to [`routes`].
+
+pub mod compliance;
+pub mod router;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use ring::digest;
+use rustls::ServerConfig;
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tracing::{Instrument, debug, info_span};
+
+use crate::net::Limits;
+use crate::net::server::{self, Handler, Peer, ServerHandle, read_body};
+use crate::store::Store;
+use crate::wire::Refusal;
+use router::{Ctx, Found, Router, parse_query};
+
+/// Why the admin API cannot start.
+#[derive(Debug, Error)]
+pub enum AdminError {
+    /// The token file is missing, unreadable, too permissive or too short.
+    #[error("admin token file {path}: {why}")]
+    Token { path: PathBuf, why: String },
+    /// The listener could not be served.
+    #[error("cannot serve the admin API: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// The bearer token. Never printed.
+#[derive(Clone)]
+pub struct AdminToken(Arc<[u8; 32]>);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(…)")
+    }
+}
+
+/// Shortest token accepted, in characters.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl AdminToken {
+    /// Only the token's SHA-256 is kept, so comparing takes the same time whatever the lengths.
+    pub fn new(token: &str) -> Self {
+        let d = digest::digest(&digest::SHA256, token.as_bytes());
+        let mut h = [0u8; 32];
+        h.copy_from_slice(d.as_ref());
+        Self(Arc::new(h))
+    }
+
+    /// Reads the token from a file only its owner can read (mode 0600 or stricter).
+    pub fn load(path: &Path) -> Result<Self, AdminError> {
+        let bad = |why: String| AdminError::Token {
+            path: path.into(),
+            why,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(bad(format!(
+                "is readable by others (mode {mode:04o}); make it 0600"
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let token = text.trim();
+        if token.chars().count() < MIN_TOKEN_LEN || token.chars().any(char::is_whitespace) {
+            return Err(bad(format!(
+                "must hold one token of at least {MIN_TOKEN_LEN} characters and no spaces"
+            )));
+        }
+        Ok(Self::new(token))
+    }
+
+    /// Whether `presented` is the token, in constant time.
+    pub fn matches(&self, presented: &str) -> bool {
+        let d = digest::digest(&digest::SHA256, presented.as_bytes());
+        bool::from(d.as_ref().ct_eq(&self.0[..]))
+    }
+}
+
+/// A random token for a new site, as written by `mprelay certs init`.
+pub fn generate_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+/// How to serve the admin API.
+pub struct AdminOptions {
+    pub listener: TcpListener,
+    pub tls: Arc<ServerConfig>,
+    pub token: AdminToken,
+    pub limits: Limits,
+}
+
+/// What handlers share.
+pub struct AdminState {
+    pub store: Store,
+    /// Asks the policy pusher to rebuild now (after a change the API made).
+    pub policy_changed: Arc<Notify>,
+    token: AdminToken,
+    limits: Limits,
+}
+
+/// Every route of the admin API.
+pub fn routes() -> Router {
+    let r = Router::new().public(Method::GET, "/healthz", |_| async {
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"ok\n")));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        Ok(resp)
+    });
+    compliance::routes(r)
+}
+
+/// Starts serving the admin API.
+pub fn start(
+    opts: AdminOptions,
+    store: Store,
+    policy_changed: Arc<Notify>,
+) -> Result<ServerHandle, AdminError> {
+    let state = Arc::new(AdminState {
+        store,
+        policy_changed,
+        token: opts.token,
+        limits: opts.limits.clone(),
+    });
+    let api = AdminApi(Arc::new((routes(), state)));
+    Ok(server::spawn(
+        opts.listener,
+        opts.tls,
+        opts.limits,
+        api,
+        "admin",
+    )?)
+}
+
+#[derive(Clone)]
+struct AdminApi(Arc<(Router, Arc<AdminState>)>);
+
+impl Handler for AdminApi {
+    async fn call(&self, req: Request<Incoming>, _peer: Arc<Peer>) -> Response<Full<Bytes>> {
+        let span = info_span!("admin", method = %req.method(), path = %req.uri().path());
+        self.serve(req).instrument(span).await
+    }
+}
+
+impl AdminApi {
+    async fn serve(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let (router, state) = (&self.0.0, &self.0.1);
+        let (handler, params, public) = match router.find(req.method(), req.uri().path()) {
+            Found::Route {
+                handler,
+                params,
+                public,
+            } => (handler, params, public),
+            Found::MethodNotAllowed => return Refusal::MethodNotAllowed.into_json_response(),
+            Found::NotFound => return Refusal::NotFound.into_json_response(),
+        };
+        if !public && !authorized(&req, &state.token) {
+            debug!("refused: no valid bearer token");
+            return Refusal::Unauthorized.into_json_response();
+        }
+        let query = parse_query(req.uri().query());
+        let body = if req.method() == Method::GET || req.method() == Method::HEAD {
+            Bytes::new()
+        } else {
+            if let Err(r) = server::check_content_length(&req, &state.limits) {
+                return r.into_json_response();
+            }
+            match read_body(req.into_body(), &state.limits).await {
+                Ok(b) => b,
+                Err(r) => return r.into_json_response(),
+            }
+        };
+        let ctx = Ctx {
+            state: state.clone(),
+            params,
+            query,
+            body,
+        };
+        match handler(ctx).await {
+            Ok(resp) => resp,
+            Err(r) => r.into_json_response(),
+        }
+    }
+}
+
+fn authorized(req: &Request<Incoming>, token: &AdminToken) -> bool {
+    let Some(v) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mut parts = v.trim().splitn(2, ' ');
+    match (parts.next(), parts.next()) {
+        (Some(scheme), Some(t)) if scheme.eq_ignore_ascii_case("bearer") => token.matches(t.trim()),
+        _ => false,
+    }
+}
+
+/// The socket address the admin API listens on by default: loopback only.
+pub fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8445))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_files_must_be_private_and_long_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("admin.token");
+        assert!(
+            AdminToken::load(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("admin.token")
+        );
+        crate::fsutil::write_private_atomic(&p, b"0123456789abcdef0123\n").unwrap();
+        let t = AdminToken::load(&p).unwrap();
+        assert!(t.matches("0123456789abcdef0123"));
+        assert!(!t.matches("0123456789abcdef012"));
+        assert!(!t.matches(""));
+        assert_eq!(format!("{t:?}"), "AdminToken(…)");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = AdminToken::load(&p).unwrap_err().to_string();
+        assert!(e.contains("readable by others (mode 0644)"), "{e}");
+        crate::fsutil::write_private_atomic(&p, b"short\n").unwrap();
+        assert!(
+            AdminToken::load(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("at least 16")
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! A small router for the admin API: method and path pattern (`/api/v1/things/{id}`) to an
+//! async handler. Routes are registered by the file that implements them (see
+//! [`super::routes`]), so each area of the API keeps its handlers to itself.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Response};
+use http_body_util::Full;
+
+use super::AdminState;
+use crate::wire::Refusal;
+
+/// What a handler answers: a response, or a refusal rendered as JSON `{code, message}`.
+pub type Reply = Result<Response<Full<Bytes>>, Refusal>;
+
+type Handler = Arc<dyn Fn(Ctx) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
+
+/// Everything a handler gets.
+pub struct Ctx {
+    pub state: Arc<AdminState>,
+    /// Path parameters by name (`{id}` → `"id"`), percent-decoded.
+    pub params: HashMap<String, String>,
+    /// Query parameters, percent-decoded; a repeated name keeps its last value.
+    pub query: HashMap<String, String>,
+    /// The request body (empty for GET).
+    pub body: Bytes,
+}
+
+impl Ctx {
+    /// A path parameter the route pattern guarantees.
+    pub fn param(&self, name: &str) -> &str {
+        self.params.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(&'static str),
+    Param(&'static str),
+}
+
+struct Route {
+    method: Method,
+    segments: Vec<Segment>,
+    handler: Handler,
+    /// Served without the bearer token (health checks).
+    public: bool,
+}
+
+/// The result of looking a request up.
+pub enum Found<'a> {
+    Route {
+        handler: &'a Handler,
+        params: HashMap<String, String>,
+        public: bool,
+    },
+    /// The path exists with other methods.
+    MethodNotAllowed,
+    NotFound,
+}
+
+/// Routes in registration order; the first match wins.
+#[derive(Default)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a route that needs the bearer token.
+    pub fn route<F, Fut>(self, method: Method, pattern: &'static str, f: F) -> Self
+    where
+        F: Fn(Ctx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Reply> + Send + 'static,
+    {
+        self.add(method, pattern, f, false)
+    }
+
+    pub fn get<F, Fut>(self, pattern: &'static str, f: F) -> Self
+    where
+        F: Fn(Ctx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Reply> + Send + 'static,
+    {
+        self.route(Method::GET, pattern, f)
+    }
+
+    /// Adds a route served without the token.
+    pub fn public<F, Fut>(self, method: Method, pattern: &'static str, f: F) -> Self
+    where
+        F: Fn(Ctx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Reply> + Send + 'static,
+    {
+        self.add(method, pattern, f, true)
+    }
+
+    fn add<F, Fut>(mut self, method: Method, pattern: &'static str, f: F, public: bool) -> Self
+    where
+        F: Fn(Ctx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Reply> + Send + 'static,
+    {
+        let segments = pattern
+            .trim_start_matches('/')
+            .split('/')
+            .map(
+                |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) => Segment::Param(name),
+                    None => Segment::Literal(s),
+                },
+            )
+            .collect();
+        self.routes.push(Route {
+            method,
+            segments,
+            handler: Arc::new(move |ctx| Box::pin(f(ctx))),
+            public,
+        });
+        self
+    }
+
+    pub fn find(&self, method: &Method, path: &str) -> Found<'_> {
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let mut path_matched = false;
+        for r in &self.routes {
+            let Some(params) = match_segments(&r.segments, &parts) else {
+                continue;
+            };
+            if r.method != *method {
+                path_matched = true;
+                continue;
+            }
+            return Found::Route {
+                handler: &r.handler,
+                params,
+                public: r.public,
+            };
+        }
+        if path_matched {
+            Found::MethodNotAllowed
+        } else {
+            Found::NotFound
+        }
+    }
+}
+
+fn match_segments(segments: &[Segment], parts: &[&str]) -> Option<HashMap<String, String>> {
+    if segments.len() != parts.len() {
+        return None;
+    }
+    let mut params = HashMap::new();
+    for (s, p) in segments.iter().zip(parts) {
+        match s {
+            Segment::Literal(l) if l == p => {}
+            Segment::Literal(_) => return None,
+            Segment::Param(_) if p.is_empty() => return None,
+            Segment::Param(name) => {
+                params.insert(name.to_string(), percent_decode(p)?);
+            }
+        }
+    }
+    Some(params)
+}
+
+/// Query parameters of a URI, percent-decoded (`+` is a space). Undecodable pairs are skipped.
+pub fn parse_query(q: Option<&str>) -> HashMap<String, String> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            Some((
+                percent_decode(&k.replace('+', " "))?,
+                percent_decode(&v.replace('+', " "))?,
+            ))
+        })
+        .collect()
+}
+
+/// `%XX` escapes to bytes; `None` for a broken escape or a result that is not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn ok(_: Ctx) -> Reply {
+        Err(Refusal::Internal)
+    }
+
+    #[test]
+    fn patterns_match_with_parameters() {
+        let r = Router::new()
+            .get("/api/v1/things", ok)
+            .get("/api/v1/things/{id}", ok)
+            .public(Method::GET, "/healthz", ok);
+        match r.find(&Method::GET, "/api/v1/things/a%20b") {
+            Found::Route { params, public, .. } => {
+                assert_eq!(params["id"], "a b");
+                assert!(!public);
+            }
+            _ => panic!("no match"),
+        }
+        assert!(matches!(
+            r.find(&Method::GET, "/healthz"),
+            Found::Route { public: true, .. }
+        ));
+        assert!(matches!(
+            r.find(&Method::POST, "/api/v1/things"),
+            Found::MethodNotAllowed
+        ));
+        assert!(matches!(
+            r.find(&Method::GET, "/api/v1/things/"),
+            Found::NotFound
+        ));
+        assert!(matches!(
+            r.find(&Method::GET, "/api/v1/other"),
+            Found::NotFound
+        ));
+        assert!(matches!(
+            r.find(&Method::GET, "/api/v1/things/%zz"),
+            Found::NotFound
+        ));
+    }
+
+    #[test]
+    fn queries_decode() {
+        let q = parse_query(Some("baseline=ssh%2Dhardening&x=a+b&flag"));
+        assert_eq!(q["baseline"], "ssh-hardening");
+        assert_eq!(q["x"], "a b");
+        assert_eq!(q["flag"], "");
+    }
+}
