@@ -26,8 +26,6 @@ use definition::{BaselineDefinition, CiDefinition, FileError, Located, parse_fil
 pub const SETTING_EVALUATION_INTERVAL: &str = "evaluation_interval_s";
 /// Site setting: the privacy statement URL agents show.
 pub const SETTING_PRIVACY_URL: &str = "privacy_statement_url";
-/// Site setting: the retention age relays refuse stale reports by, in days.
-pub const SETTING_RETENTION_DAYS: &str = "retention_days";
 
 /// Why definitions could not be imported or a snapshot built.
 #[derive(Debug, Error)]
@@ -322,7 +320,7 @@ pub fn build_snapshot(c: &PolicyContents, now_ms: i64) -> Result<PolicySnapshot,
             .unwrap_or_default(),
         blocked_device_ids: c.blocked_device_ids.clone(),
         evaluation_interval_s: number(SETTING_EVALUATION_INTERVAL),
-        retention_days: number(SETTING_RETENTION_DAYS),
+        retention_days: c.retention_days,
     })
 }
 

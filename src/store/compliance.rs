@@ -92,6 +92,8 @@ pub struct PolicyContents {
     pub baselines: Vec<ResolvedBaseline>,
     pub blocked_device_ids: Vec<String>,
     pub settings: BTreeMap<String, String>,
+    /// The retention age in force (the retention task's `delete_older_than_days`).
+    pub retention_days: u32,
 }
 
 /// A definition as listed by `mprelay baseline list`.

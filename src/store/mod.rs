@@ -10,6 +10,7 @@
 
 mod sqlite;
 mod sqlite_compliance;
+mod sqlite_maintenance;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -266,6 +267,8 @@ macro_rules! dispatch {
 
 mod compliance;
 pub use compliance::*;
+mod maintenance;
+pub use maintenance::*;
 
 impl Store {
     /// Opens the database named by `url` and brings its schema up to date.

@@ -211,12 +211,19 @@ impl SqliteStore {
                 .await?
                 .into_iter()
                 .collect();
+        let retention_days: i64 = sqlx::query_scalar(
+            "SELECT delete_older_than_days FROM maintenance_tasks \
+             WHERE name = 'delete_aged_configuration_management_data'",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(PolicyContents {
             version: version as u64,
             baselines,
             blocked_device_ids,
             settings,
+            retention_days: retention_days as u32,
         })
     }
 

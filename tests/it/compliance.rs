@@ -612,3 +612,22 @@ async fn policy_versions_only_rise_across_restarts_and_reach_agents() {
         None
     );
 }
+
+#[tokio::test]
+async fn the_policy_carries_the_retention_age_in_force() {
+    let sys = crate::helpers::TestSystem::start().await;
+    let c = sys.store.policy_contents().await.unwrap();
+    assert_eq!(c.retention_days, 90);
+    let mut task = sys
+        .store
+        .maintenance_task(mprelay::store::DELETE_AGED_CM_DATA)
+        .await
+        .unwrap();
+    assert_eq!(task.days_of_week, vec!["sat".to_string()]);
+    let before = sys.store.policy_version().await.unwrap();
+    task.delete_older_than_days = 30;
+    sys.store.update_maintenance_task(&task).await.unwrap();
+    assert!(sys.store.policy_version().await.unwrap() > before);
+    let snapshot = mprelay::policy::build_snapshot(&sys.store.policy_contents().await.unwrap(), 0);
+    assert_eq!(snapshot.unwrap().retention_days, 30);
+}
