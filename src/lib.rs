@@ -13,7 +13,8 @@
 //! - [`relay`]: the relay — agent-facing intake listener and site-facing mTLS listener.
 //! - [`compliance`]: compliance states, severities, rules and roll-ups.
 //! - [`policy`]: baseline and configuration item definitions (TOML), their import with revision
-//!   history, and the versioned policy snapshot the site pushes to relays.
+//!   history, terms and conditions and the privacy statement URL, and the versioned policy
+//!   snapshot the site pushes to relays.
 //! - [`store`]: the site database behind one interface (SQLite; PostgreSQL at scale).
 //! - [`site`]: the site server — pulls relays, writes batches, serves the admin API.
 //! - [`agent`]: the device agent — enrollment, state file, durable queue, submission, and the

@@ -7,6 +7,7 @@ pub mod eval;
 pub mod queue;
 pub mod report_json;
 pub mod run;
+pub mod terms;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,6 +63,36 @@ pub enum AgentError {
     /// The relay asked to retry later.
     #[error("relay busy ({code}); retry in {retry_after:?}")]
     RetryLater { code: String, retry_after: Duration },
+    /// A portal function was asked for by a user who has not accepted the terms in force.
+    #[error(
+        "user {user:?} has not accepted version {version} of the terms and conditions ({title:?}){}",
+        match accepted {
+            Some(v) => format!("; version {v} was accepted on this device before"),
+            None => String::new(),
+        }
+    )]
+    TermsNotAccepted {
+        user: String,
+        version: u32,
+        title: String,
+        accepted: Option<u32>,
+    },
+    /// Terms were to be accepted, but the policy holds none (`kept`: no relay answered, and
+    /// the policy kept on this device holds none).
+    #[error(
+        "{}",
+        if *kept {
+            "no relay answered, and the policy kept on this device holds no terms and conditions to accept"
+        } else {
+            "the site publishes no terms and conditions to accept"
+        }
+    )]
+    NoTerms { kept: bool },
+    /// The version a user asked to accept is not the one in force.
+    #[error(
+        "version {asked} of the terms and conditions is not the one in force (version {current}); read the current terms before accepting them"
+    )]
+    TermsVersion { asked: u32, current: u32 },
 }
 
 /// What the agent persists: its identity and the credentials the relay gave it.
@@ -363,6 +394,7 @@ impl Agent {
                     path: item.path.clone(),
                     source,
                 })?;
+                self.note_delivered(&item.submission);
                 return Ok(if resp.status.as_u16() == 202 {
                     Sent::Accepted
                 } else {

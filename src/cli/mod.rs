@@ -3,6 +3,7 @@
 
 mod compliance;
 pub mod tables;
+mod terms;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,8 +40,8 @@ enum Command {
     Certs(CertsCmd),
     /// Run a relay (management point).
     Relay(ConfigArg),
-    /// Run a site server.
-    Site(ConfigArg),
+    /// Run a site server, or change a site setting (`site set privacy-url URL`).
+    Site(SiteArgs),
     /// Device agent commands.
     #[command(subcommand)]
     Agent(AgentCmd),
@@ -53,6 +54,9 @@ enum Command {
     /// Block or unblock a device (relays refuse it once the policy reaches them).
     #[command(subcommand)]
     Device(compliance::DeviceCmd),
+    /// Terms and conditions: publish a version or an edit, show what is published.
+    #[command(subcommand)]
+    Terms(terms::TermsCmd),
     /// Benchmarks against the targets of DESIGN section 9.
     #[command(subcommand)]
     Bench(crate::bench::BenchCmd),
@@ -69,6 +73,15 @@ struct DemoArgs {
     /// Give up if not everything is stored within this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SiteArgs {
+    #[command(subcommand)]
+    cmd: Option<terms::SiteCmd>,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +152,15 @@ enum AgentCmd {
         #[arg(long)]
         root: Option<PathBuf>,
     },
+    /// Show the site's terms and conditions, or accept them for a user.
+    #[command(subcommand)]
+    Terms(terms::AgentTermsCmd),
+    /// Refresh the policy for a user and show it (a portal function: refused, with exit status
+    /// 77, until the user accepted the terms in force).
+    Policy(terms::PortalArgs),
+    /// Show the site's privacy statement URL (a portal function: refused, with exit status 77,
+    /// until the user accepted the terms in force).
+    Privacy(terms::PortalArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +188,9 @@ enum ReportCmd {
     },
     /// Row counts of the site database.
     Counts(DbArg),
+    /// Terms acceptances: per user and device, the version accepted, when, and whether it is
+    /// the one in force.
+    Terms(DbArg),
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +210,8 @@ pub enum Failure {
     Usage(anyhow::Error),
     /// Anything else: exit 1.
     Other(anyhow::Error),
+    /// A portal function refused because the user has not accepted the terms in force: exit 77.
+    NotPermitted(anyhow::Error),
 }
 
 impl From<anyhow::Error> for Failure {
@@ -241,6 +268,10 @@ pub fn main() -> ExitCode {
             eprintln!("mprelay: {}", chain(&e));
             ExitCode::from(1)
         }
+        Err(Failure::NotPermitted(e)) => {
+            eprintln!("mprelay: {}", chain(&e));
+            ExitCode::from(terms::EXIT_TERMS_NOT_ACCEPTED)
+        }
     }
 }
 
@@ -253,7 +284,10 @@ fn chain(e: &anyhow::Error) -> String {
 }
 
 fn init_logging(cli: &Cli) {
-    let server = matches!(cli.command, Command::Relay(_) | Command::Site(_));
+    let server = matches!(
+        cli.command,
+        Command::Relay(_) | Command::Site(SiteArgs { cmd: None, .. })
+    );
     let default = if server { "info" } else { "warn" };
     let filter = cli
         .log
@@ -274,11 +308,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Demo(a) => demo(a).await,
         Command::Certs(c) => certs(c),
         Command::Relay(c) => relay(c).await,
-        Command::Site(c) => site(c).await,
+        Command::Site(SiteArgs { cmd: Some(c), .. }) => terms::site(c).await,
+        Command::Site(SiteArgs { cmd: None, config }) => site(config).await,
         Command::Agent(c) => agent(c).await,
         Command::Report(c) => report(c).await,
         Command::Baseline(c) => compliance::baseline(c).await,
         Command::Device(c) => compliance::device(c).await,
+        Command::Terms(c) => terms::terms(c).await,
         Command::Bench(c) => crate::bench::run(c).await.map_err(Failure::from),
     }
 }
@@ -537,6 +573,9 @@ async fn agent(c: AgentCmd) -> Result<(), Failure> {
             let a = open_agent_with(&loaded).await?;
             compliance::agent_run(&a, &opts, once, shutdown_signal()).await
         }
+        AgentCmd::Terms(c) => terms::agent_terms(c).await,
+        AgentCmd::Policy(p) => terms::agent_policy(p).await,
+        AgentCmd::Privacy(p) => terms::agent_privacy(p).await,
     }
 }
 
@@ -574,6 +613,10 @@ async fn report(c: ReportCmd) -> Result<(), Failure> {
         ReportCmd::Noncompliant { db, baseline } => {
             let store = open_store(&db).await?;
             compliance::report_noncompliant(&store, &baseline).await
+        }
+        ReportCmd::Terms(db) => {
+            let store = open_store(&db).await?;
+            terms::report_terms(&store).await
         }
         ReportCmd::Counts(a) => {
             let store = Store::connect(&database_url(&a)?)

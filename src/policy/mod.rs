@@ -1,6 +1,7 @@
 //! Policy: the definitions administrators write ([`definition`]: configuration items and
-//! baselines in TOML), their import into the site database with revision history, and the
-//! versioned [`PolicySnapshot`] the site builds from the database and pushes to its relays.
+//! baselines in TOML), their import into the site database with revision history, the terms and
+//! conditions and privacy statement URL ([`terms`]), and the versioned [`PolicySnapshot`] the
+//! site builds from the database and pushes to its relays.
 //!
 //! A revision's content is fixed once imported: importing the same id and revision again with
 //! identical content is a no-op, with other content it is refused (bump the revision). Content
@@ -9,6 +10,7 @@
 //! same transaction, so the site pushes the new snapshot.
 
 pub mod definition;
+pub mod terms;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -257,7 +259,28 @@ fn record<T: serde::Serialize>(
     }
 }
 
-/// Builds the snapshot the site pushes from what the database holds.
+/// Reads the policy's contents and the current terms and builds the snapshot the site pushes.
+///
+/// They are read one after the other; when the policy version moved in between (a change was
+/// committed meanwhile), they are read again, so the snapshot's version names exactly what it
+/// carries. After a few busy rounds the last read is used: the terms were read after the
+/// version, so they are never older than it, and the next version is built soon anyway.
+pub async fn snapshot(store: &Store, now_ms: i64) -> Result<PolicySnapshot, PolicyError> {
+    let mut attempts = 0;
+    loop {
+        let contents = store.policy_contents().await?;
+        let current_terms = store.current_terms().await?;
+        attempts += 1;
+        if attempts >= 3 || store.policy_version().await? == contents.version {
+            let mut snap = build_snapshot(&contents, now_ms)?;
+            snap.terms = current_terms.as_ref().map(terms::to_proto);
+            return Ok(snap);
+        }
+    }
+}
+
+/// Builds the snapshot the site pushes from what the database holds (without the terms, which
+/// [`snapshot`] adds).
 pub fn build_snapshot(c: &PolicyContents, now_ms: i64) -> Result<PolicySnapshot, PolicyError> {
     let corrupt = |what: String, e: serde_json::Error| PolicyError::Corrupt {
         what,

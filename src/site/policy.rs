@@ -74,6 +74,7 @@ pub(super) async fn build_loop(
                         version = snap.version,
                         baselines = snap.baselines.len(),
                         blocked = snap.blocked_device_ids.len(),
+                        terms = snap.terms.as_ref().map(|t| t.version).unwrap_or(0),
                         "policy built"
                     );
                     built = Some(snap.version);
@@ -93,8 +94,9 @@ pub(super) async fn build_loop(
 }
 
 async fn build(store: &Store, clock: &SharedClock) -> Result<PolicySnapshot, String> {
-    let contents = store.policy_contents().await.map_err(|e| e.to_string())?;
-    crate::policy::build_snapshot(&contents, clock.now_ms()).map_err(|e| e.to_string())
+    crate::policy::snapshot(store, clock.now_ms())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Pushes the newest snapshot to one relay until it has it, and again whenever it changes.

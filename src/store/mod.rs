@@ -11,6 +11,7 @@
 mod sqlite;
 mod sqlite_compliance;
 mod sqlite_maintenance;
+mod sqlite_terms;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -269,6 +270,8 @@ mod compliance;
 pub use compliance::*;
 mod maintenance;
 pub use maintenance::*;
+mod terms;
+pub use terms::*;
 
 impl Store {
     /// Opens the database named by `url` and brings its schema up to date.

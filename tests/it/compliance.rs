@@ -158,7 +158,7 @@ fn tree(root: &Path) {
 }
 
 /// Relay, and a site server with the admin API and a quick policy poll.
-async fn system() -> TestSystem {
+pub(crate) async fn system() -> TestSystem {
     let mut sys = TestSystem::relay_only(|_| {}).await;
     start_site(&mut sys).await;
     // The site stores its evaluation interval first (a policy change of its own); wait for it so
@@ -171,7 +171,7 @@ async fn system() -> TestSystem {
     sys
 }
 
-async fn start_site(sys: &mut TestSystem) {
+pub(crate) async fn start_site(sys: &mut TestSystem) {
     let site = mprelay::site::start(SiteOptions {
         store: sys.store.clone(),
         relays: vec![RelayTarget {
@@ -206,7 +206,7 @@ async fn import(sys: &TestSystem, text: &str) -> u64 {
 
 /// Waits until the relay accepted policy `version` (or a later one) from the site; returns the
 /// version it holds.
-async fn wait_for_policy(sys: &TestSystem, version: u64) -> u64 {
+pub(crate) async fn wait_for_policy(sys: &TestSystem, version: u64) -> u64 {
     let site = sys.site.as_ref().unwrap();
     wait_until(Duration::from_secs(20), || async {
         site.relays[0].policy_version.load(Ordering::Relaxed) >= version
@@ -241,7 +241,7 @@ fn outcome(s: &SettingView) -> (&str, Option<&str>, Option<&str>, bool) {
     )
 }
 
-fn admin_client(sys: &TestSystem) -> HttpClient {
+pub(crate) fn admin_client(sys: &TestSystem) -> HttpClient {
     let roots = pki::load_certs(&sys.lb.paths.ca_cert()).unwrap();
     let tls = pki::client_config(&roots, None, &[b"h2", b"http/1.1"]).unwrap();
     let addr = sys.site.as_ref().unwrap().admin_addr.expect("admin API");
@@ -252,7 +252,7 @@ fn admin_client(sys: &TestSystem) -> HttpClient {
     .unwrap()
 }
 
-async fn get_json(c: &HttpClient, path: &str, token: Option<&str>) -> (u16, Value) {
+pub(crate) async fn get_json(c: &HttpClient, path: &str, token: Option<&str>) -> (u16, Value) {
     let auth = token.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = auth
         .as_deref()

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use crate::helpers::wait_until;
 
-fn mprelay() -> Command {
+pub(crate) fn mprelay() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mprelay"));
     c.env_remove("MPRELAY_LOG").env("RUST_LOG", "warn");
     c
 }
 
-fn run(args: &[&str], dir: &Path) -> Output {
+pub(crate) fn run(args: &[&str], dir: &Path) -> Output {
     mprelay()
         .args(args)
         .current_dir(dir)
@@ -22,15 +22,15 @@ fn run(args: &[&str], dir: &Path) -> Output {
         .expect("mprelay runs")
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-struct Killed(Child);
+pub(crate) struct Killed(Child);
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -38,7 +38,7 @@ impl Drop for Killed {
     }
 }
 
-fn spawn_server(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> (Killed, String) {
+pub(crate) fn spawn_server(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> (Killed, String) {
     let mut c = mprelay();
     c.args(args)
         .current_dir(dir)
@@ -56,7 +56,7 @@ fn spawn_server(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> (Killed, Str
 }
 
 /// certs/ and examples/ (with the example baselines) side by side, as the examples expect.
-fn workspace() -> tempfile::TempDir {
+pub(crate) fn workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let o = run(&["certs", "init", "--dir", "certs"], dir.path());
     assert!(o.status.success(), "{}", stderr(&o));

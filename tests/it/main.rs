@@ -8,3 +8,4 @@ mod compliance;
 mod compliance_cli;
 mod error_table;
 mod intake;
+mod terms;

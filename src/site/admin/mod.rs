@@ -3,11 +3,13 @@
 //! constant time). Errors are JSON `{"code", "message"}` with the status of the one error table
 //! ([`crate::wire::Refusal`]).
 //!
-//! Routes live with their area: [`compliance`] registers the compliance reports; later areas add
-//! a file and a line to [`routes`].
+//! Routes live with their area: [`compliance`] registers the compliance reports, [`terms`] the
+//! terms and conditions and the privacy page (the one page served without the token, since it
+//! is meant for users); later areas add a file and a line to [`routes`].
 
 pub mod compliance;
 pub mod router;
+pub mod terms;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -127,7 +129,8 @@ pub fn routes() -> Router {
         );
         Ok(resp)
     });
-    compliance::routes(r)
+    let r = compliance::routes(r);
+    terms::routes(r)
 }
 
 /// Starts serving the admin API.
