@@ -55,6 +55,20 @@ pub fn write_private_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// Holds an exclusive advisory lock on `path` (created if needed) until dropped. Serialises
+/// processes that would otherwise race, such as two applying migrations to a new database.
+pub fn lock_exclusive(path: &Path) -> io::Result<fs::File> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    f.lock()?;
+    Ok(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -275,12 +275,21 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// "doing x: because y" on one line.
+/// "doing x: because y" on one line. Causes whose text the message already carries (error types
+/// that print their source as well as exposing it) are not repeated.
 fn chain(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn init_logging(cli: &Cli) {
@@ -629,5 +638,23 @@ async fn report(c: ReportCmd) -> Result<(), Failure> {
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_does_not_repeat_causes_already_in_the_message() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("migration failed: {0}")]
+        struct Outer(#[source] std::io::Error);
+        let e = anyhow::Error::new(Outer(std::io::Error::other("table exists")))
+            .context("opening the site database");
+        assert_eq!(
+            chain(&e),
+            "opening the site database: migration failed: table exists"
+        );
     }
 }

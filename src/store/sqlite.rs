@@ -90,7 +90,18 @@ impl SqliteStore {
             .connect_with(opts.clone())
             .await
             .map_err(open_err)?;
-        migrator(embedded::SQLITE).run(&writer).await?;
+        {
+            // sqlx does not lock SQLite while migrating: two processes opening a new database at
+            // once would both try to create its tables. A lock file beside it serialises them.
+            let lock_path = p.with_extension("migrate.lock");
+            let lock =
+                tokio::task::spawn_blocking(move || crate::fsutil::lock_exclusive(&lock_path))
+                    .await
+                    .map_err(|e| open_err(sqlx::Error::Io(std::io::Error::other(e))))?
+                    .map_err(|e| open_err(sqlx::Error::Io(e)))?;
+            migrator(embedded::SQLITE).run(&writer).await?;
+            drop(lock);
+        }
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts.read_only(true))

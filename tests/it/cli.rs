@@ -270,3 +270,24 @@ async fn example_configs_run_relay_site_and_agent_as_processes() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("ssh-hardening"));
 }
+
+#[test]
+fn processes_opening_a_new_site_database_at_once_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("new.db").display());
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            mprelay()
+                .args(["report", "counts", "--database", &db])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("reports 0"));
+    }
+}
