@@ -105,10 +105,10 @@ pub fn check_user(user: &str) -> Result<(), String> {
 /// The user this process runs for: `$USER`, else the name of the process's uid in
 /// `/etc/passwd`. `None` when neither gives one.
 pub fn login_user() -> Option<String> {
-    if let Ok(u) = std::env::var("USER") {
-        if !u.is_empty() {
-            return Some(u);
-        }
+    if let Ok(u) = std::env::var("USER")
+        && !u.is_empty()
+    {
+        return Some(u);
     }
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let uid = status

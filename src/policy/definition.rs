@@ -608,10 +608,10 @@ fn check_setting(
         },
     };
     // Modes are compared as four octal digits; let authors write 600 or 0600.
-    if kind == "file_mode" {
-        if let Some(m) = parse_mode(&expected) {
-            expected = format_mode(m);
-        }
+    if kind == "file_mode"
+        && let Some(m) = parse_mode(&expected)
+    {
+        expected = format_mode(m);
     }
     let values: Vec<String> = if kind == "file_mode" {
         values

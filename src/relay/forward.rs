@@ -116,13 +116,13 @@ pub(super) async fn put_policy(st: &RelayState, req: Request<Incoming>) -> Resp 
     let body = read_body(req.into_body(), &st.site_limits).await?;
     let snapshot = PolicySnapshot::decode(body.clone())
         .map_err(|_| Refusal::Malformed("not a PolicySnapshot".into()))?;
-    if let Some(current) = st.policy_snapshot() {
-        if snapshot.version < current.version {
-            return Err(Refusal::Conflict(format!(
-                "policy version {} is older than the relay's {}",
-                snapshot.version, current.version
-            )));
-        }
+    if let Some(current) = st.policy_snapshot()
+        && snapshot.version < current.version
+    {
+        return Err(Refusal::Conflict(format!(
+            "policy version {} is older than the relay's {}",
+            snapshot.version, current.version
+        )));
     }
     st.spool
         .save_policy(snapshot.version, body.to_vec())

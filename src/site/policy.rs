@@ -57,13 +57,12 @@ pub(super) async fn build_loop(
     out: watch::Sender<Option<Arc<PolicySnapshot>>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    if let Some(s) = opts.evaluation_interval_s {
-        if let Err(e) = store
+    if let Some(s) = opts.evaluation_interval_s
+        && let Err(e) = store
             .set_site_setting(crate::policy::SETTING_EVALUATION_INTERVAL, &s.to_string())
             .await
-        {
-            warn!(error = %e, "cannot store the evaluation interval");
-        }
+    {
+        warn!(error = %e, "cannot store the evaluation interval");
     }
     let mut built: Option<u64> = None;
     loop {
