@@ -2,6 +2,8 @@
 //! `delete_older_than_days` is the site's retention age in force: the policy carries it to the
 //! relays (which refuse older reports as stale) and the privacy page states it.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::{Store, StoreError};
@@ -26,6 +28,71 @@ pub struct MaintenanceTask {
     pub updated_ms: i64,
 }
 
+/// How a run came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunTrigger {
+    Schedule,
+    Manual,
+}
+
+impl RunTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunTrigger::Schedule => "schedule",
+            RunTrigger::Manual => "manual",
+        }
+    }
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    /// Found still `running` by a later run: the process running it died.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "interrupted" => RunStatus::Interrupted,
+            other => return Err(StoreError::Corrupt(format!("unknown run status {other:?}"))),
+        })
+    }
+}
+
+/// One run of a maintenance task, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MaintenanceRun {
+    pub run_id: i64,
+    pub task: String,
+    pub trigger: String,
+    pub status: RunStatus,
+    pub started_ms: i64,
+    pub ended_ms: Option<i64>,
+    pub cutoff_ms: i64,
+    /// Rows deleted per table.
+    pub rows_deleted: BTreeMap<String, u64>,
+    pub total_deleted: u64,
+    pub error: Option<String>,
+}
+
 impl Store {
     /// The settings of the named maintenance task.
     pub async fn maintenance_task(&self, name: &str) -> Result<MaintenanceTask, StoreError> {
@@ -39,6 +106,51 @@ impl Store {
     pub async fn update_maintenance_task(&self, task: &MaintenanceTask) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.update_maintenance_task(task).await,
+        }
+    }
+
+    /// Records the start of a run; returns its id. Runs left `running` by a dead process are
+    /// marked `interrupted` first.
+    pub async fn start_maintenance_run(
+        &self,
+        task: &str,
+        trigger: RunTrigger,
+        started_ms: i64,
+        cutoff_ms: i64,
+    ) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                s.start_maintenance_run(task, trigger, started_ms, cutoff_ms)
+                    .await
+            }
+        }
+    }
+
+    /// Records progress or the end of a run (`status` other than running ends it).
+    pub async fn update_maintenance_run(
+        &self,
+        run_id: i64,
+        status: RunStatus,
+        now_ms: i64,
+        rows_deleted: &BTreeMap<String, u64>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                s.update_maintenance_run(run_id, status, now_ms, rows_deleted, error)
+                    .await
+            }
+        }
+    }
+
+    /// The latest runs of a task, newest first.
+    pub async fn maintenance_runs(
+        &self,
+        task: &str,
+        limit: u32,
+    ) -> Result<Vec<MaintenanceRun>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.maintenance_runs(task, limit).await,
         }
     }
 

@@ -1,9 +1,11 @@
 //! SQLite queries for maintenance task settings (see `maintenance.rs`).
 
+use std::collections::BTreeMap;
+
 use sqlx::Row;
 
 use super::StoreError;
-use super::maintenance::MaintenanceTask;
+use super::maintenance::{MaintenanceRun, MaintenanceTask, RunStatus, RunTrigger};
 use super::sqlite::SqliteStore;
 use super::sqlite_compliance::bump_policy_version;
 use crate::clock;
@@ -63,5 +65,95 @@ impl SqliteStore {
         bump_policy_version(&mut tx, now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    pub async fn start_maintenance_run(
+        &self,
+        task: &str,
+        trigger: RunTrigger,
+        started_ms: i64,
+        cutoff_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "UPDATE maintenance_runs SET status = 'interrupted', ended_ms = ? \
+             WHERE task = ? AND status = 'running'",
+        )
+        .bind(started_ms)
+        .bind(task)
+        .execute(&mut *tx)
+        .await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO maintenance_runs (task, trigger, status, started_ms, cutoff_ms) \
+             VALUES (?, ?, 'running', ?, ?) RETURNING run_id",
+        )
+        .bind(task)
+        .bind(trigger.as_str())
+        .bind(started_ms)
+        .bind(cutoff_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn update_maintenance_run(
+        &self,
+        run_id: i64,
+        status: RunStatus,
+        now_ms: i64,
+        rows_deleted: &BTreeMap<String, u64>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let total: u64 = rows_deleted.values().sum();
+        let json = serde_json::to_string(rows_deleted).expect("a map of counts serializes");
+        sqlx::query(
+            "UPDATE maintenance_runs SET status = ?, ended_ms = ?, rows_deleted = ?, \
+             total_deleted = ?, error = ? WHERE run_id = ?",
+        )
+        .bind(status.as_str())
+        .bind((status != RunStatus::Running).then_some(now_ms))
+        .bind(json)
+        .bind(total as i64)
+        .bind(error)
+        .bind(run_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn maintenance_runs(
+        &self,
+        task: &str,
+        limit: u32,
+    ) -> Result<Vec<MaintenanceRun>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_id, task, trigger, status, started_ms, ended_ms, cutoff_ms, \
+             rows_deleted, total_deleted, error FROM maintenance_runs \
+             WHERE task = ? ORDER BY started_ms DESC, run_id DESC LIMIT ?",
+        )
+        .bind(task)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get(3)?;
+                let json: String = r.try_get(7)?;
+                Ok(MaintenanceRun {
+                    run_id: r.try_get(0)?,
+                    task: r.try_get(1)?,
+                    trigger: r.try_get(2)?,
+                    status: RunStatus::parse(&status)?,
+                    started_ms: r.try_get(4)?,
+                    ended_ms: r.try_get(5)?,
+                    cutoff_ms: r.try_get(6)?,
+                    rows_deleted: serde_json::from_str(&json)
+                        .map_err(|e| StoreError::Corrupt(format!("rows_deleted: {e}")))?,
+                    total_deleted: r.try_get::<i64, _>(8)? as u64,
+                    error: r.try_get(9)?,
+                })
+            })
+            .collect()
     }
 }

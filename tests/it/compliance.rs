@@ -631,3 +631,38 @@ async fn the_policy_carries_the_retention_age_in_force() {
     let snapshot = mprelay::policy::build_snapshot(&sys.store.policy_contents().await.unwrap(), 0);
     assert_eq!(snapshot.unwrap().retention_days, 30);
 }
+
+#[tokio::test]
+async fn maintenance_runs_are_recorded_and_a_dead_run_is_marked_interrupted() {
+    use mprelay::store::{DELETE_AGED_CM_DATA, RunStatus, RunTrigger};
+    let sys = crate::helpers::TestSystem::relay_only(|_| {}).await;
+    let s = &sys.store;
+    let first = s
+        .start_maintenance_run(DELETE_AGED_CM_DATA, RunTrigger::Schedule, 1_000, 10)
+        .await
+        .unwrap();
+    // The process dies here; the next run finds the first still running.
+    let second = s
+        .start_maintenance_run(DELETE_AGED_CM_DATA, RunTrigger::Manual, 2_000, 20)
+        .await
+        .unwrap();
+    let deleted = [
+        ("compliance_reports".to_string(), 3u64),
+        ("setting_results".to_string(), 105),
+    ]
+    .into_iter()
+    .collect();
+    s.update_maintenance_run(second, RunStatus::Succeeded, 2_500, &deleted, None)
+        .await
+        .unwrap();
+    let runs = s.maintenance_runs(DELETE_AGED_CM_DATA, 10).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].run_id, second);
+    assert_eq!(runs[0].status, RunStatus::Succeeded);
+    assert_eq!(runs[0].total_deleted, 108);
+    assert_eq!(runs[0].rows_deleted["setting_results"], 105);
+    assert_eq!(runs[0].trigger, "manual");
+    assert_eq!(runs[1].run_id, first);
+    assert_eq!(runs[1].status, RunStatus::Interrupted);
+    assert_eq!(runs[1].ended_ms, Some(2_000));
+}
