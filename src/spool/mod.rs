@@ -366,6 +366,18 @@ impl Spool {
         Ok(n > 0)
     }
 
+    /// Every message id the spool holds, pending or remembered after acknowledgement (for
+    /// audits and the benchmarks).
+    pub async fn message_ids(&self) -> Result<std::collections::HashSet<[u8; 16]>, SpoolError> {
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT message_id FROM records")
+            .fetch_all(&self.inner.reader)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
+            .collect())
+    }
+
     /// Commits what the writer already took, stops it, and closes the files. Appends still
     /// queued behind the close get [`SpoolError::Closed`] (and so no receipt).
     pub async fn close(&self) {
