@@ -187,6 +187,14 @@ enroll_peer_burst = 1000000
         }
     }
 
+    /// The relay's process id, when it runs in its own process here.
+    pub fn relay_pid(&self) -> Option<u32> {
+        match &self.relay {
+            RelayUnderTest::Child { pid, .. } => Some(*pid),
+            _ => None,
+        }
+    }
+
     /// The relay's resident memory now and at its peak, in MiB (`None` when it is not known).
     pub fn relay_memory(&self) -> Option<Memory> {
         match &self.relay {
@@ -251,6 +259,20 @@ enroll_peer_burst = 1000000
         }
         Ok(cfg)
     }
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/PID/stat`.
+pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".into(),
+    };
+    let s = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// Resident memory of a process.

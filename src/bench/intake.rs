@@ -112,6 +112,10 @@ pub struct Outcome {
     pub in_spool: Option<u64>,
     /// Mean records per spool commit during the run (from the relay's metrics).
     pub mean_commit_batch: Option<f64>,
+    /// CPU time the relay process spent per accepted report during the load (child relay).
+    pub relay_cpu_us_per_report: Option<f64>,
+    /// CPU time this process (the load generator) spent per accepted report during the load.
+    pub loadgen_cpu_us_per_report: Option<f64>,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -187,7 +191,23 @@ pub async fn measure(a: &Args) -> anyhow::Result<Outcome> {
     let keys = target.lb.master_keys()?;
 
     let before = ceiling(&keys, &sealed, a.ceiling_secs).await?;
+    eprintln!(
+        "{} reports from {} devices sealed; ceiling {before:.0} reports/s; sending",
+        sealed.len(),
+        a.devices.min(a.reports)
+    );
+    let pid = target.relay_pid();
+    let cpu0 = (harness::cpu_seconds(pid), harness::cpu_seconds(None));
     let load = send_all(&target, a, sealed.clone()).await?;
+    let cpu1 = (harness::cpu_seconds(pid), harness::cpu_seconds(None));
+    let per_report = |a: Option<f64>, b: Option<f64>| {
+        Some(harness::round(
+            (b? - a?) * 1e6 / load.accepted.len().max(1) as f64,
+            1,
+        ))
+    };
+    let relay_cpu = pid.and_then(|_| per_report(cpu0.0, cpu1.0));
+    let loadgen_cpu = per_report(cpu0.1, cpu1.1);
     let memory = target.relay_memory();
     let batch = target.mean_commit_batch().await;
     let after = ceiling(&keys, &sealed, a.ceiling_secs).await?;
@@ -236,6 +256,8 @@ pub async fn measure(a: &Args) -> anyhow::Result<Outcome> {
         devices: a.devices.min(a.reports),
         in_spool,
         mean_commit_batch: batch.map(|b| harness::round(b, 1)),
+        relay_cpu_us_per_report: relay_cpu,
+        loadgen_cpu_us_per_report: loadgen_cpu,
     })
 }
 

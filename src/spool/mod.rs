@@ -140,6 +140,8 @@ struct Inner {
     batch_hist: Arc<[AtomicU64; BATCH_SIZE_BUCKETS.len() + 1]>,
     last_seq: watch::Receiver<u64>,
     writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    checkpointer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    stop_checkpointer: watch::Sender<bool>,
 }
 
 impl Spool {
@@ -156,8 +158,16 @@ impl Spool {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
-            .pragma("cache_size", "-16384");
-        let mut conn = SqliteConnection::connect_with(&opts)
+            .pragma("cache_size", "-16384")
+            // New spools only (a page size is fixed when the file is made): a 2–3 KB record
+            // fills most of a 4 KiB page, so every record cost a page of WAL and a page of
+            // checkpoint; 16 KiB pages pack six, halving both.
+            .page_size(16384)
+            // Multi-row INSERTs need a statement journal; in memory it never touches a file.
+            .pragma("temp_store", "memory");
+        // The writer never checkpoints inside a commit; the checkpointer does it beside it.
+        let writer_opts = opts.clone().pragma("wal_autocheckpoint", "0");
+        let mut conn = SqliteConnection::connect_with(&writer_opts)
             .await
             .map_err(|e| open_err(describe_open_error(&e)))?;
         if cfg.verify_on_open {
@@ -233,7 +243,17 @@ impl Spool {
             next_seq: last_seq + 1,
             seq_tx,
             last_prune: std::time::Instant::now(),
+            checkpoints: Arc::new(Checkpoints::default()),
         };
+        let checkpoint_conn = SqliteConnection::connect_with(&opts)
+            .await
+            .map_err(|e| open_err(describe_open_error(&e)))?;
+        let (stop_checkpointer, stop_rx) = watch::channel(false);
+        let checkpointer = tokio::spawn(checkpointer(
+            checkpoint_conn,
+            writer.checkpoints.clone(),
+            stop_rx,
+        ));
         let handle = tokio::spawn(writer.run(rx));
         Ok(Self {
             inner: Arc::new(Inner {
@@ -244,6 +264,8 @@ impl Spool {
                 batch_hist,
                 last_seq: seq_rx,
                 writer: std::sync::Mutex::new(Some(handle)),
+                checkpointer: std::sync::Mutex::new(Some(checkpointer)),
+                stop_checkpointer,
             }),
         })
     }
@@ -389,6 +411,16 @@ impl Spool {
         if let Some(h) = handle {
             let _ = h.await;
         }
+        let _ = self.inner.stop_checkpointer.send(true);
+        let handle = self
+            .inner
+            .checkpointer
+            .lock()
+            .ok()
+            .and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
         self.inner.reader.close().await;
     }
 }
@@ -432,6 +464,55 @@ struct Writer {
     next_seq: u64,
     seq_tx: watch::Sender<u64>,
     last_prune: std::time::Instant,
+    checkpoints: Arc<Checkpoints>,
+}
+
+/// Payload bytes committed between two background checkpoints.
+const CHECKPOINT_EVERY_BYTES: u64 = 4 << 20;
+/// WAL frames (16 KiB pages: 64 MiB) past which the writer itself checkpoints and restarts the
+/// log between two commits. Background checkpoints run beside the commits and rarely catch up
+/// fully under sustained load, so without this the WAL would only grow.
+const WAL_RESTART_FRAMES: u64 = 4096;
+
+/// What the writer and the checkpointer share.
+#[derive(Default)]
+struct Checkpoints {
+    kick: tokio::sync::Notify,
+    committed_bytes: AtomicU64,
+    /// Frames in the WAL that the last checkpoint could not yet copy back (0 when it caught up).
+    wal_frames: AtomicU64,
+}
+
+/// Copies the WAL back into the database beside the writer (`PASSIVE`: never blocks a commit),
+/// so that commits never stall on SQLite's automatic checkpoint.
+async fn checkpointer(
+    mut conn: SqliteConnection,
+    shared: Arc<Checkpoints>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut done_at = 0u64;
+    loop {
+        tokio::select! {
+            _ = shared.kick.notified() => {}
+            _ = stop.changed() => break,
+        }
+        let now = shared.committed_bytes.load(Ordering::Relaxed);
+        if now.saturating_sub(done_at) < CHECKPOINT_EVERY_BYTES {
+            continue;
+        }
+        done_at = now;
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&mut conn)
+            .await
+        {
+            Ok((_, log, copied)) => {
+                let left = if log == copied { 0 } else { log.max(0) as u64 };
+                shared.wal_frames.store(left, Ordering::Relaxed);
+            }
+            Err(e) => warn!(error = %e, "background checkpoint failed"),
+        }
+    }
+    let _ = conn.close().await;
 }
 
 /// Rows per multi-row INSERT: powers of two up to this, so the statement cache holds a handful
@@ -467,6 +548,15 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            if self.checkpoints.wal_frames.load(Ordering::Relaxed) > WAL_RESTART_FRAMES {
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                    .execute(&mut self.conn)
+                    .await
+                {
+                    warn!(error = %e, "restarting the WAL failed");
+                }
+                self.checkpoints.wal_frames.store(0, Ordering::Relaxed);
+            }
             if !appends.is_empty() {
                 self.commit_appends(&mut appends).await;
             }
@@ -499,6 +589,11 @@ impl Writer {
                     .position(|b| n <= *b)
                     .unwrap_or(BATCH_SIZE_BUCKETS.len());
                 self.batch_hist[bucket].fetch_add(1, Ordering::Relaxed);
+                let bytes: usize = items.iter().map(|(r, _)| r.payload.len()).sum();
+                self.checkpoints
+                    .committed_bytes
+                    .fetch_add(bytes as u64, Ordering::Relaxed);
+                self.checkpoints.kick.notify_one();
                 let _ = self.seq_tx.send(self.next_seq - 1);
                 for ((_, tx), outcome) in items.into_iter().zip(outcomes) {
                     let _ = tx.send(outcome);
