@@ -2,6 +2,7 @@
 //! relay in this process, or one already running), enrolled devices, pre-sealed reports, the
 //! relay's memory, and percentiles.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -9,18 +10,28 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::Full;
 use prost::Message;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use crate::demo::Loopback;
 use crate::envelope::{self, DeviceKey, DeviceSigner};
 use crate::ids::{KeyEpoch, MessageId};
 use crate::net::HttpClient;
 use crate::pki;
-use crate::proto::{EnrollRequest, EnrollResponse, Submission, submission::Body};
+use crate::proto::{
+    EnrollRequest, EnrollResponse, Submission, SubmissionReceipt, submission::Body,
+};
 use crate::relay::RelayHandle;
 use crate::spool::{Spool, SpoolConfig};
+use crate::wire::PROTOBUF;
 
 /// Where the relay under test runs.
 pub enum RelayUnderTest {
@@ -410,6 +421,196 @@ pub fn seal_reports(devices: &[Device], n: usize) -> Vec<Sealed> {
         }
     }
     all
+}
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct Dest {
+    pub addr: SocketAddr,
+    pub authority: String,
+    server_name: ServerName<'static>,
+    connector: TlsConnector,
+}
+
+impl Dest {
+    pub fn new(url: &str, tls: ClientConfig) -> anyhow::Result<Self> {
+        let uri: http::Uri = url.parse().with_context(|| format!("relay URL {url:?}"))?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| anyhow!("relay URL {url:?} has no host"))?
+            .to_string();
+        let host = uri.host().unwrap_or("127.0.0.1").to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))?
+            .next()
+            .ok_or_else(|| anyhow!("relay URL {url:?} resolves to no address"))?;
+        Ok(Self {
+            addr,
+            authority,
+            server_name: ServerName::try_from(host)?,
+            connector: TlsConnector::from(Arc::new(tls)),
+        })
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<TlsStream<TcpStream>> {
+        self.connect_from(None).await
+    }
+
+    /// Connects from a given local address (spreading many connections over several loopback
+    /// addresses keeps each under the ephemeral port range).
+    pub async fn connect_from(
+        &self,
+        local: Option<IpAddr>,
+    ) -> anyhow::Result<TlsStream<TcpStream>> {
+        let tcp = match local {
+            None => TcpStream::connect(self.addr).await?,
+            Some(ip) => {
+                let sock = tokio::net::TcpSocket::new_v4()?;
+                sock.bind(SocketAddr::new(ip, 0))?;
+                sock.connect(self.addr).await?
+            }
+        };
+        tcp.set_nodelay(true)?;
+        Ok(self
+            .connector
+            .connect(self.server_name.clone(), tcp)
+            .await?)
+    }
+
+    pub fn request(&self, body: Bytes, h2: bool, close: bool) -> Request<Full<Bytes>> {
+        let mut b = Request::builder().method(Method::POST);
+        b = if h2 {
+            b.uri(format!("https://{}/v1/submissions", self.authority))
+        } else {
+            b.uri("/v1/submissions")
+                .header(header::HOST, self.authority.as_str())
+        };
+        b = b.header(header::CONTENT_TYPE, PROTOBUF);
+        if close {
+            b = b.header(header::CONNECTION, "close");
+        }
+        b.body(Full::new(body))
+            .expect("method, URI and headers are valid")
+    }
+}
+
+/// A minimal HTTP/1.1 client on one TLS connection: each request goes out in one write and the
+/// response is parsed in place. It keeps the load generator's own CPU small, so that the relay
+/// it shares the cores with gets as much of them as it can use; the relay sees the same
+/// HTTP/1.1 exchange an agent's client makes.
+pub struct LeanConn {
+    tls: TlsStream<TcpStream>,
+    out: Vec<u8>,
+    buf: Vec<u8>,
+    filled: usize,
+    consumed: usize,
+}
+
+impl LeanConn {
+    pub async fn open(dest: &Dest) -> anyhow::Result<Self> {
+        Self::open_from(dest, None).await
+    }
+
+    pub async fn open_from(dest: &Dest, local: Option<IpAddr>) -> anyhow::Result<Self> {
+        Ok(Self {
+            tls: dest.connect_from(local).await?,
+            out: Vec::new(),
+            buf: vec![0; 1024],
+            filled: 0,
+            consumed: 0,
+        })
+    }
+
+    /// GETs a path; returns the status.
+    pub async fn get(&mut self, dest: &Dest, path: &str) -> anyhow::Result<u16> {
+        use std::io::Write;
+        self.out.clear();
+        write!(
+            self.out,
+            "GET {path} HTTP/1.1\r\nhost: {}\r\n\r\n",
+            dest.authority
+        )?;
+        let (status, _) = self.exchange().await?;
+        Ok(status)
+    }
+
+    /// POSTs a sealed report; true when the relay answered 202 with the receipt for `id`.
+    pub async fn submit(
+        &mut self,
+        dest: &Dest,
+        body: &[u8],
+        id: &MessageId,
+        close: bool,
+    ) -> anyhow::Result<bool> {
+        use std::io::Write;
+        self.out.clear();
+        write!(
+            self.out,
+            "POST /v1/submissions HTTP/1.1\r\nhost: {}\r\ncontent-type: {PROTOBUF}\r\n\
+             content-length: {}\r\n{}\r\n",
+            dest.authority,
+            body.len(),
+            if close { "connection: close\r\n" } else { "" }
+        )?;
+        self.out.extend_from_slice(body);
+        let (status, range) = self.exchange().await?;
+        Ok(status == 202
+            && SubmissionReceipt::decode(&self.buf[range])
+                .is_ok_and(|r| r.message_id.parse().ok() == Some(*id)))
+    }
+
+    /// Writes `self.out` in one go and reads one response; returns its status and where its
+    /// body is in `self.buf` (valid until the next exchange).
+    async fn exchange(&mut self) -> anyhow::Result<(u16, std::ops::Range<usize>)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // The previous response's bytes are consumed now.
+        self.buf.copy_within(self.consumed..self.filled, 0);
+        self.filled -= self.consumed;
+        self.consumed = 0;
+        self.tls.write_all(&self.out).await?;
+        self.tls.flush().await?;
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head) = resp.parse(&self.buf[..self.filled])? {
+                let status = resp.code.unwrap_or(0);
+                let len = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| {
+                        std::str::from_utf8(h.value)
+                            .ok()?
+                            .trim()
+                            .parse::<usize>()
+                            .ok()
+                    })
+                    .ok_or_else(|| anyhow!("response without content-length"))?;
+                let end = head + len;
+                if self.buf.len() < end {
+                    self.buf.resize(end, 0);
+                }
+                while self.filled < end {
+                    let n = self.tls.read(&mut self.buf[self.filled..]).await?;
+                    if n == 0 {
+                        bail!("connection closed mid-response");
+                    }
+                    self.filled += n;
+                }
+                self.consumed = end;
+                return Ok((status, head..end));
+            }
+            if self.filled == self.buf.len() {
+                let more = (self.buf.len() * 2).max(1024);
+                self.buf.resize(more, 0);
+            }
+            let n = self.tls.read(&mut self.buf[self.filled..]).await?;
+            if n == 0 {
+                bail!("connection closed before a response");
+            }
+            self.filled += n;
+        }
+    }
 }
 
 /// Checks that every id in `accepted` is in the spool at `path`; returns how many records

@@ -9,31 +9,22 @@
 //! load the child relay is killed with SIGKILL and every report it answered 202 must be in its
 //! spool, or the benchmark fails.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use bytes::Bytes;
-use http::{Method, Request, header};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::{http1, http2};
+use http_body_util::BodyExt;
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prost::Message;
-use rustls::ClientConfig;
-use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
-use super::harness::{self, RelayTuning, Sealed, Target};
+use super::harness::{self, Dest, LeanConn, RelayTuning, Sealed, Target};
 use crate::demo::Loopback;
 use crate::envelope::{self, MasterKeys};
 use crate::ids::MessageId;
 use crate::proto::{SubmissionReceipt, submission::Body};
-use crate::wire::PROTOBUF;
 
 /// How reports travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -318,11 +309,13 @@ async fn ceiling(keys: &MasterKeys, sealed: &Arc<Vec<Sealed>>, secs: f64) -> any
     .context("ceiling task")?
 }
 
-struct Load {
-    accepted: Vec<usize>,
-    errors: u64,
-    latencies_us: Vec<u32>,
-    elapsed: Duration,
+/// What a load run achieved.
+pub(crate) struct Load {
+    /// Indexes (into the sealed reports) answered 202 with their receipt.
+    pub accepted: Vec<usize>,
+    pub errors: u64,
+    pub latencies_us: Vec<u32>,
+    pub elapsed: Duration,
 }
 
 #[derive(Default)]
@@ -332,63 +325,12 @@ struct WorkerResult {
     latencies_us: Vec<u32>,
 }
 
-/// Where and how to connect.
-#[derive(Clone)]
-struct Dest {
-    addr: SocketAddr,
-    authority: String,
-    server_name: ServerName<'static>,
-    connector: TlsConnector,
-}
-
-impl Dest {
-    fn new(url: &str, tls: ClientConfig) -> anyhow::Result<Self> {
-        let uri: http::Uri = url.parse().with_context(|| format!("relay URL {url:?}"))?;
-        let authority = uri
-            .authority()
-            .ok_or_else(|| anyhow!("relay URL {url:?} has no host"))?
-            .to_string();
-        let host = uri.host().unwrap_or("127.0.0.1").to_string();
-        let port = uri.port_u16().unwrap_or(443);
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))?
-            .next()
-            .ok_or_else(|| anyhow!("relay URL {url:?} resolves to no address"))?;
-        Ok(Self {
-            addr,
-            authority,
-            server_name: ServerName::try_from(host)?,
-            connector: TlsConnector::from(Arc::new(tls)),
-        })
-    }
-
-    async fn connect(&self) -> anyhow::Result<TlsStream<TcpStream>> {
-        let tcp = TcpStream::connect(self.addr).await?;
-        tcp.set_nodelay(true)?;
-        Ok(self
-            .connector
-            .connect(self.server_name.clone(), tcp)
-            .await?)
-    }
-
-    fn request(&self, body: Bytes, h2: bool, close: bool) -> Request<Full<Bytes>> {
-        let mut b = Request::builder().method(Method::POST);
-        b = if h2 {
-            b.uri(format!("https://{}/v1/submissions", self.authority))
-        } else {
-            b.uri("/v1/submissions")
-                .header(header::HOST, self.authority.as_str())
-        };
-        b = b.header(header::CONTENT_TYPE, PROTOBUF);
-        if close {
-            b = b.header(header::CONNECTION, "close");
-        }
-        b.body(Full::new(body))
-            .expect("method, URI and headers are valid")
-    }
-}
-
 /// Sends every sealed report and collects what was accepted, and how fast.
-async fn send_all(target: &Target, a: &Args, sealed: Arc<Vec<Sealed>>) -> anyhow::Result<Load> {
+pub(crate) async fn send_all(
+    target: &Target,
+    a: &Args,
+    sealed: Arc<Vec<Sealed>>,
+) -> anyhow::Result<Load> {
     let alpn: &[&[u8]] = match a.http {
         Http::H1 => &[b"http/1.1"],
         Http::H2 => &[b"h2"],
@@ -444,42 +386,29 @@ fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
-async fn h1_sender(dest: &Dest) -> anyhow::Result<http1::SendRequest<Full<Bytes>>> {
-    let tls = dest.connect().await?;
-    let (send, conn) = http1::handshake(TokioIo::new(tls)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(send)
-}
-
 async fn keepalive_h1(
     dest: Dest,
     sealed: Arc<Vec<Sealed>>,
     next: Arc<AtomicUsize>,
 ) -> WorkerResult {
     let mut w = WorkerResult::default();
-    let mut sender = None;
+    let mut conn: Option<LeanConn> = None;
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some(s) = sealed.get(i) else { break };
         let t0 = Instant::now();
-        if sender.is_none() {
-            sender = h1_sender(&dest).await.ok();
+        if conn.is_none() {
+            conn = LeanConn::open(&dest).await.ok();
         }
-        let Some(send) = sender.as_mut() else {
-            w.errors += 1;
-            continue;
-        };
-        let ok = match send
-            .send_request(dest.request(s.body.clone(), false, false))
-            .await
-        {
-            Ok(resp) => accepted(resp, &s.message_id).await,
-            Err(_) => {
-                sender = None;
-                false
-            }
+        let ok = match conn.as_mut() {
+            Some(c) => match c.submit(&dest, &s.body, &s.message_id, false).await {
+                Ok(ok) => ok,
+                Err(_) => {
+                    conn = None;
+                    false
+                }
+            },
+            None => false,
         };
         if ok {
             w.latencies_us.push(micros(t0.elapsed()));
@@ -562,14 +491,11 @@ async fn newconn(dest: Dest, sealed: Arc<Vec<Sealed>>, next: Arc<AtomicUsize>) -
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some(s) = sealed.get(i) else { break };
         let t0 = Instant::now();
-        let ok = match h1_sender(&dest).await {
-            Ok(mut send) => match send
-                .send_request(dest.request(s.body.clone(), false, true))
+        let ok = match LeanConn::open(&dest).await {
+            Ok(mut c) => c
+                .submit(&dest, &s.body, &s.message_id, true)
                 .await
-            {
-                Ok(resp) => accepted(resp, &s.message_id).await,
-                Err(_) => false,
-            },
+                .unwrap_or(false),
             Err(_) => false,
         };
         if ok {

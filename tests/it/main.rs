@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod bench;
 mod cli;
 mod error_table;
 mod intake;
