@@ -34,6 +34,9 @@ pub struct Args {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 64)]
     pub parallel: usize,
+    /// Hold connections that completed the TLS handshake but never sent a request.
+    #[arg(long, hide = true)]
+    pub handshake_only: bool,
 }
 
 /// What one run measured.
@@ -60,20 +63,23 @@ pub struct Outcome {
 
 /// One idle agent connection.
 enum Held {
-    H1(LeanConn),
+    H1(Box<LeanConn>),
     H2(http2::SendRequest<Empty<Bytes>>),
 }
 
 impl Held {
-    async fn open(dest: &Dest, http: Http, local: IpAddr) -> anyhow::Result<Self> {
+    async fn open(dest: &Dest, http: Http, local: IpAddr, silent: bool) -> anyhow::Result<Self> {
         match http {
             Http::H1 => {
                 let mut c = LeanConn::open_from(dest, Some(local)).await?;
+                if silent {
+                    return Ok(Held::H1(Box::new(c)));
+                }
                 let status = c.get(dest, "/healthz").await?;
                 if status != 200 {
                     bail!("/healthz answered {status}");
                 }
-                Ok(Held::H1(c))
+                Ok(Held::H1(Box::new(c)))
             }
             Http::H2 => {
                 let tls = dest.connect_from(Some(local)).await?;
@@ -171,6 +177,7 @@ pub async fn measure(a: &Args) -> anyhow::Result<Outcome> {
     let mut openers = tokio::task::JoinSet::new();
     for _ in 0..a.parallel.min(a.connections) {
         let (dest, next, total, http) = (dest.clone(), next.clone(), a.connections, a.http);
+        let silent = a.handshake_only;
         openers.spawn(async move {
             let mut held = Vec::new();
             loop {
@@ -180,7 +187,7 @@ pub async fn measure(a: &Args) -> anyhow::Result<Outcome> {
                 }
                 let local = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1 + (i % 16) as u8));
                 held.push(
-                    Held::open(&dest, http, local)
+                    Held::open(&dest, http, local, silent)
                         .await
                         .with_context(|| format!("opening idle connection {} of {total}", i + 1))?,
                 );

@@ -515,8 +515,11 @@ async fn checkpointer(
     let _ = conn.close().await;
 }
 
-/// Rows per multi-row INSERT: powers of two up to this, so the statement cache holds a handful
-/// of shapes.
+/// Most records in one group: five bound values each stay well under SQLite's limit of 32,766
+/// variables per statement.
+const MAX_GROUP: usize = 4096;
+
+/// Ids per duplicate lookup statement.
 const MAX_ROWS_PER_INSERT: usize = 256;
 
 impl Writer {
@@ -540,7 +543,7 @@ impl Writer {
                     Some(Op::Close(tx)) => closing = Some(tx),
                     None => {}
                 }
-                if closing.is_some() || appends.len() >= self.cfg.max_batch {
+                if closing.is_some() || appends.len() >= self.cfg.max_batch.min(MAX_GROUP) {
                     break;
                 }
                 match rx.try_recv() {
@@ -636,33 +639,41 @@ impl Writer {
             }
         }
 
-        let mut tx = self.conn.begin().await?;
+        // The whole group is one statement batch — BEGIN, one multi-row INSERT, COMMIT — sent
+        // to SQLite's worker thread in one round trip: every extra statement would cost a
+        // cross-thread wake-up on each side. COMMIT returns once the WAL is fsynced
+        // (synchronous=FULL), and only then are the senders answered.
         let mut inserted = std::collections::HashSet::with_capacity(fits.len());
-        let mut rest = fits.as_slice();
-        while !rest.is_empty() {
-            let n = chunk_len(rest.len());
-            let (chunk, tail) = rest.split_at(n);
-            rest = tail;
+        if !fits.is_empty() {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO records (seq, message_id, accepted_ms, size, payload) ",
+                "BEGIN IMMEDIATE; INSERT INTO records (seq, message_id, accepted_ms, size, payload) ",
             );
-            qb.push_values(chunk, |mut b, (i, seq)| {
+            qb.push_values(&fits, |mut b, (i, seq)| {
                 let r = &items[*i].0;
                 b.push_bind(*seq as i64)
-                    .push_bind(r.message_id.as_bytes().to_vec())
+                    .push_bind(r.message_id.as_bytes().as_slice())
                     .push_bind(r.accepted_ms)
                     .push_bind(r.payload.len() as i64)
                     .push_bind(r.payload.as_slice());
             });
-            qb.push(" ON CONFLICT(message_id) DO NOTHING RETURNING seq");
-            let rows = qb.build().fetch_all(&mut *tx).await?;
-            for row in rows {
-                let seq: i64 = row.try_get(0)?;
-                inserted.insert(seq as u64);
+            qb.push(" ON CONFLICT(message_id) DO NOTHING RETURNING seq; COMMIT");
+            match qb.build().fetch_all(&mut self.conn).await {
+                Ok(rows) => {
+                    for row in rows {
+                        let seq: i64 = row.try_get(0)?;
+                        inserted.insert(seq as u64);
+                    }
+                }
+                Err(e) => {
+                    // Whatever failed, leave no transaction open behind it.
+                    let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+                    return Err(e);
+                }
             }
         }
 
         // Anything not inserted, and anything over the bound, may be a resend of a known id.
+        // This writer is the only one, so reading after the commit sees exactly what it saw.
         let mut lookup: Vec<usize> = fits
             .iter()
             .filter(|(_, seq)| !inserted.contains(seq))
@@ -676,16 +687,15 @@ impl Writer {
             );
             let mut sep = qb.separated(", ");
             for i in chunk {
-                sep.push_bind(items[*i].0.message_id.as_bytes().to_vec());
+                sep.push_bind(items[*i].0.message_id.as_bytes().as_slice());
             }
             qb.push(")");
-            for row in qb.build().fetch_all(&mut *tx).await? {
+            for row in qb.build().fetch_all(&mut self.conn).await? {
                 let id: Vec<u8> = row.try_get(0)?;
                 let at: i64 = row.try_get(1)?;
                 known.insert(id, at);
             }
         }
-        tx.commit().await?;
 
         let mut new_records = 0u64;
         let mut new_bytes = 0u64;
@@ -809,12 +819,6 @@ fn sub_saturating(a: &AtomicU64, n: u64) {
     let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
         Some(v.saturating_sub(n))
     });
-}
-
-/// The largest power of two ≤ `n`, capped at [`MAX_ROWS_PER_INSERT`].
-fn chunk_len(n: usize) -> usize {
-    let p = 1usize << (usize::BITS - 1 - n.leading_zeros());
-    p.min(MAX_ROWS_PER_INSERT)
 }
 
 async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
@@ -1052,13 +1056,5 @@ mod tests {
         assert_eq!(batch.records[0].seq, 7);
         assert_eq!(batch.records[1].seq, 300);
         assert_eq!(batch.records[1].message_id, rec.message_id);
-    }
-
-    #[test]
-    fn chunks_are_powers_of_two() {
-        assert_eq!(chunk_len(1), 1);
-        assert_eq!(chunk_len(3), 2);
-        assert_eq!(chunk_len(255), 128);
-        assert_eq!(chunk_len(100_000), 256);
     }
 }
