@@ -22,9 +22,9 @@ use prost::Message;
 
 use super::harness::{self, Dest, LeanConn, RelayTuning, Sealed, Target};
 use crate::demo::Loopback;
-use crate::envelope::{self, MasterKeys};
+use crate::envelope::MasterKeys;
 use crate::ids::MessageId;
-use crate::proto::{SubmissionReceipt, submission::Body};
+use crate::proto::SubmissionReceipt;
 
 /// How reports travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -254,16 +254,7 @@ pub async fn measure(a: &Args) -> anyhow::Result<Outcome> {
 
 /// The relay's checks on one sealed body, exactly as intake runs them before spooling.
 pub fn open_and_check(keys: &MasterKeys, body: &[u8]) -> bool {
-    let Ok(opened) = envelope::open_bytes(keys, body) else {
-        return false;
-    };
-    if opened.submission.message_id.parse::<MessageId>().is_err() {
-        return false;
-    }
-    match &opened.submission.body {
-        Some(Body::ComplianceReport(r)) => crate::relay::validate_report(r).is_ok(),
-        _ => false,
-    }
+    crate::relay::accepts_report(keys, body)
 }
 
 /// Reports per second [`open_and_check`] reaches on every core, over about `secs` seconds.

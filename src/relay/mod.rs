@@ -9,6 +9,7 @@
 mod forward;
 mod intake;
 mod ratelimit;
+mod wirecheck;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -33,7 +34,7 @@ use crate::proto::PolicySnapshot;
 use crate::spool::{Spool, SpoolConfig, SpoolError};
 use crate::wire::Refusal;
 
-pub(crate) use intake::{validate_acceptance, validate_report};
+pub(crate) use intake::{accepts_report, validate_acceptance, validate_report};
 pub use ratelimit::{PeerLimiter, TokenBucket};
 
 /// Everything a relay needs to run, already loaded and checked.
