@@ -54,7 +54,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1_000)]
     pub devices: usize,
     /// Connections sending at once (one report in flight on each, unless --streams says more).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 128)]
     pub connections: usize,
     #[arg(long, value_enum, default_value_t = Mode::Keepalive)]
     pub mode: Mode,
