@@ -257,7 +257,9 @@ enroll_peer_burst = 1000000
         }
     }
 
-    /// A TLS client configuration for agents of this relay.
+    /// A TLS client configuration for agents of this relay. Without `resumption` every
+    /// connection makes a full handshake; the relay's certificate chain is then verified in full
+    /// once and the verdict kept for that exact certificate ([`VerdictCache`]).
     pub fn agent_tls(
         &self,
         alpn: &[&[u8]],
@@ -267,8 +269,86 @@ enroll_peer_burst = 1000000
         let mut cfg = pki::client_config(&roots, None, alpn)?;
         if !resumption {
             cfg.resumption = rustls::client::Resumption::disabled();
+            let mut store = rustls::RootCertStore::empty();
+            for r in roots {
+                store.add(r)?;
+            }
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(store),
+                pki::provider(),
+            )
+            .build()?;
+            cfg.dangerous()
+                .set_certificate_verifier(Arc::new(VerdictCache {
+                    inner,
+                    verified: std::sync::Mutex::new(None),
+                }));
         }
         Ok(cfg)
+    }
+}
+
+/// The load generator's certificate check for full handshakes: the relay's chain is verified in
+/// full the first time and the verdict remembered for that exact certificate and name, as
+/// long-running clients do; every handshake still verifies the relay's CertificateVerify
+/// signature, so each connection proves the relay holds the key. It keeps the load generator's
+/// share of the two cores (a chain verification is two ECDSA verifies) for the relay.
+#[derive(Debug)]
+struct VerdictCache {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    verified: std::sync::Mutex<Option<(Vec<u8>, String)>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for VerdictCache {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let name = server_name.to_str();
+        if let Ok(v) = self.verified.lock() {
+            if v.as_ref()
+                .is_some_and(|(der, n)| der.as_slice() == end_entity.as_ref() && *n == name)
+            {
+                return Ok(rustls::client::danger::ServerCertVerified::assertion());
+            }
+        }
+        let ok = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        if let Ok(mut v) = self.verified.lock() {
+            *v = Some((end_entity.as_ref().to_vec(), name.into_owned()));
+        }
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
