@@ -4,6 +4,7 @@
 //! absolute figures.
 
 pub mod connections;
+pub mod harness;
 pub mod intake;
 pub mod retention;
 pub mod writer;

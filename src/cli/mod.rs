@@ -429,6 +429,16 @@ async fn shutdown_signal() {
 async fn relay(c: ConfigArg) -> Result<(), Failure> {
     let loaded = config::load::<RelayFile>(c.config.as_deref(), "relay", config::process_env())?;
     let opts = loaded.to_options()?;
+    // One descriptor per agent connection, and some for site servers, the spool and logs.
+    let want = opts.agent_limits.max_connections as u64 + 1024;
+    let limit = crate::net::raise_open_file_limit(want);
+    if limit < want {
+        tracing::warn!(
+            limit,
+            want,
+            "the open-file limit is below the connection caps"
+        );
+    }
     let agent = tokio::net::TcpListener::bind(loaded.value.agent_listen)
         .await
         .with_context(|| {

@@ -348,6 +348,48 @@ pub fn open_bytes(keys: &MasterKeys, body: &[u8]) -> Result<Opened, EnvelopeErro
 
 /// [`open_bytes`] for an already decoded envelope.
 pub fn open(keys: &MasterKeys, sealed: SealedSubmission) -> Result<Opened, EnvelopeError> {
+    let v = open_verified(keys, sealed)?;
+    let submission =
+        Submission::decode(v.submission_bytes.as_slice()).map_err(|_| EnvelopeError::Malformed)?;
+    if submission.device_id.parse::<DeviceId>().ok() != Some(v.device_id) {
+        return Err(EnvelopeError::IdentityMismatch);
+    }
+    Ok(Opened {
+        device_id: v.device_id,
+        public_key: v.public_key,
+        epoch: v.epoch,
+        submission_bytes: v.submission_bytes,
+        signature: v.signature,
+        submission,
+    })
+}
+
+/// An envelope opened through its signature: the `Submission` bytes are authentic (the device
+/// signed exactly these) but not decoded yet, so a caller can read only what it needs.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub device_id: DeviceId,
+    pub public_key: DevicePublicKey,
+    pub epoch: KeyEpoch,
+    /// The signed `Submission` bytes, exactly as the device produced them.
+    pub submission_bytes: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// Decodes a `SealedSubmission` body and opens it through the signature check, in DESIGN's
+/// order: protobuf shape, envelope version, known key epoch, public key matches device_id,
+/// AEAD open, signature. The caller still has to decode the `Submission` and check that its
+/// device_id is this envelope's (as [`open`] does).
+pub fn open_verified_bytes(keys: &MasterKeys, body: &[u8]) -> Result<Verified, EnvelopeError> {
+    let sealed = SealedSubmission::decode(body).map_err(|_| EnvelopeError::Malformed)?;
+    open_verified(keys, sealed)
+}
+
+/// [`open_verified_bytes`] for an already decoded envelope.
+pub fn open_verified(
+    keys: &MasterKeys,
+    sealed: SealedSubmission,
+) -> Result<Verified, EnvelopeError> {
     // A missing version (0) means the body is not an envelope at all, e.g. an empty body or
     // another message; a present but different version is a newer agent.
     if sealed.envelope_version == 0 {
@@ -393,18 +435,12 @@ pub fn open(keys: &MasterKeys, sealed: SealedSubmission) -> Result<Opened, Envel
 
     let signed = SignedSubmission::decode(buf.as_slice()).map_err(|_| EnvelopeError::Malformed)?;
     verify_signature(&public_key, &signed.submission, &signed.signature)?;
-    let submission =
-        Submission::decode(signed.submission.as_slice()).map_err(|_| EnvelopeError::Malformed)?;
-    if submission.device_id != sealed.device_id {
-        return Err(EnvelopeError::IdentityMismatch);
-    }
-    Ok(Opened {
+    Ok(Verified {
         device_id,
         public_key,
         epoch,
         submission_bytes: signed.submission,
         signature: signed.signature,
-        submission,
     })
 }
 

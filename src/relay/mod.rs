@@ -9,6 +9,7 @@
 mod forward;
 mod intake;
 mod ratelimit;
+mod wirecheck;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -33,7 +34,7 @@ use crate::proto::PolicySnapshot;
 use crate::spool::{Spool, SpoolConfig, SpoolError};
 use crate::wire::Refusal;
 
-pub(crate) use intake::{validate_acceptance, validate_report};
+pub(crate) use intake::{accepts_report, validate_acceptance, validate_report};
 pub use ratelimit::{PeerLimiter, TokenBucket};
 
 /// Everything a relay needs to run, already loaded and checked.
@@ -503,9 +504,12 @@ impl Handler for AgentFacing {
         let st = &self.0;
         let path = req.uri().path().to_string();
         let result = match (req.method(), path.as_str()) {
-            (&Method::POST, "/v1/submissions") => intake::submit(st, req).await,
-            (&Method::POST, "/v1/enroll") => intake::enroll(st, req, &peer).await,
-            (&Method::POST, "/v1/policy") => intake::policy(st, req).await,
+            // Boxed per request: hyper keeps room for the in-flight handler future for the
+            // whole life of a connection, and an idle agent connection should not hold the
+            // state of the largest request it might make.
+            (&Method::POST, "/v1/submissions") => Box::pin(intake::submit(st, req)).await,
+            (&Method::POST, "/v1/enroll") => Box::pin(intake::enroll(st, req, &peer)).await,
+            (&Method::POST, "/v1/policy") => Box::pin(intake::policy(st, req)).await,
             (&Method::GET, "/healthz") => Ok(text(200, "ok\n")),
             (_, "/v1/submissions" | "/v1/enroll" | "/v1/policy") => Err(Refusal::MethodNotAllowed),
             _ => Err(Refusal::NotFound),

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod bench;
 mod cli;
 mod compliance;
 mod compliance_cli;
