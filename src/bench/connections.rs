@@ -229,6 +229,7 @@ pub async fn measure(a: &Args) -> anyhow::Result<Outcome> {
             spool: None,
             in_process: false,
             http: Http::H1,
+            resume: false,
             streams: 1,
             ceiling_secs: 0.0,
         };

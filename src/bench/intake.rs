@@ -73,6 +73,10 @@ pub struct Args {
     /// HTTP version of the load generator.
     #[arg(long, value_enum, default_value_t = Http::H1)]
     pub http: Http,
+    /// With --mode newconn: agents resume their TLS session (as agents returning after an
+    /// outage do) instead of making a full handshake every time.
+    #[arg(long)]
+    pub resume: bool,
     /// Requests in flight on one connection (HTTP/2 only).
     #[arg(long, default_value_t = 1)]
     pub streams: usize,
@@ -224,9 +228,10 @@ pub async fn measure(a: &Args) -> anyhow::Result<Outcome> {
     let rate = load.accepted.len() as f64 / load.elapsed.as_secs_f64();
     Ok(Outcome {
         bench: "intake",
-        mode: match a.mode {
-            Mode::Keepalive => "keepalive",
-            Mode::Newconn => "newconn",
+        mode: match (a.mode, a.resume) {
+            (Mode::Keepalive, _) => "keepalive",
+            (Mode::Newconn, false) => "newconn",
+            (Mode::Newconn, true) => "newconn-resumed",
         },
         reports_per_s: harness::round(rate, 0),
         p50_ms: harness::round(harness::percentile(&lat, 50.0) / 1000.0, 2),
@@ -328,7 +333,7 @@ pub(crate) async fn send_all(
     };
     let dest = Dest::new(
         &target.agent_url,
-        target.agent_tls(alpn, a.mode == Mode::Keepalive)?,
+        target.agent_tls(alpn, a.mode == Mode::Keepalive || a.resume)?,
     )?;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
