@@ -1,8 +1,10 @@
 //! Integration tests: real TLS on loopback, real spool and site database in temporary
 //! directories, real child processes where the test is about a process.
 
+mod db;
 mod helpers;
 
 mod cli;
 mod error_table;
 mod intake;
+mod store;
