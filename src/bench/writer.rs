@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use futures_util::future::try_join_all;
 use prost::Message;
 use serde::Serialize;
 
@@ -55,6 +56,10 @@ pub struct Args {
     /// compliance and history forward (default: reports / 5).
     #[arg(long)]
     pub devices: Option<usize>,
+    /// Batches written at once, as a site server pulling that many relays does (the ceiling
+    /// runs as many at once too).
+    #[arg(long, default_value_t = 1)]
+    pub writers: usize,
 }
 
 /// The result line.
@@ -66,6 +71,7 @@ struct Output {
     settings_per_report: usize,
     batch: usize,
     devices: usize,
+    writers: usize,
     writer_s: f64,
     ceiling_s: f64,
     reports_per_s: f64,
@@ -75,8 +81,8 @@ struct Output {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    if args.reports == 0 || args.batch == 0 || args.settings == 0 {
-        bail!("--reports, --batch and --settings must be at least 1");
+    if args.reports == 0 || args.batch == 0 || args.settings == 0 || args.writers == 0 {
+        bail!("--reports, --batch, --settings and --writers must be at least 1");
     }
     let devices = args.devices.unwrap_or(args.reports / 5).max(1);
     let store = Store::connect(&args.database)
@@ -97,23 +103,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.reports, args.settings
     );
     let started = Instant::now();
-    let (a, n, s) = (args.reports, args.settings, args.batch);
-    let batches = tokio::task::spawn_blocking(move || build_batches(a, n, s, devices)).await?;
+    let (a, n, s, w) = (args.reports, args.settings, args.batch, args.writers);
+    let batches = tokio::task::spawn_blocking(move || build_batches(a, n, s, devices, w)).await?;
     eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
 
-    let mut bare = BareTables::create(&store).await?;
+    let bare = BareTables::create(&store).await?;
     let (mut writer, mut ceiling) = (Duration::ZERO, Duration::ZERO);
     let mut rows = 0u64;
-    for (i, wb) in batches.iter().enumerate() {
-        let ceiling_first = i % 2 == 0;
-        if ceiling_first {
-            ceiling += timed(bare.insert(&wb.reports)).await?.1;
+    // Rounds of `writers` batches at once (each from its own relay and devices), the ceiling
+    // and the writer taking turns at going first.
+    for (i, round) in batches.chunks(args.writers).enumerate() {
+        let ceiling_round = || async {
+            let t = Instant::now();
+            try_join_all(round.iter().map(|wb| bare.insert(&wb.reports))).await?;
+            Ok::<_, anyhow::Error>(t.elapsed())
+        };
+        if i % 2 == 0 {
+            ceiling += ceiling_round().await?;
         }
-        let (out, took) = timed(store.write_batch(wb)).await?;
-        writer += took;
-        rows += out.settings_inserted;
-        if !ceiling_first {
-            ceiling += timed(bare.insert(&wb.reports)).await?.1;
+        let t = Instant::now();
+        let outs = try_join_all(round.iter().map(|wb| store.write_batch(wb))).await?;
+        writer += t.elapsed();
+        rows += outs.iter().map(|o| o.settings_inserted).sum::<u64>();
+        if i % 2 == 1 {
+            ceiling += ceiling_round().await?;
         }
     }
     bare.drop().await?;
@@ -141,6 +154,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         settings_per_report: args.settings,
         batch: args.batch,
         devices,
+        writers: args.writers,
         writer_s: round(writer.as_secs_f64(), 3),
         ceiling_s: round(ceiling.as_secs_f64(), 3),
         reports_per_s: round(per_s(args.reports as f64, writer), 0),
@@ -157,14 +171,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn timed<T, E: Into<anyhow::Error>>(
-    f: impl Future<Output = Result<T, E>>,
-) -> anyhow::Result<(T, Duration)> {
-    let t = Instant::now();
-    let v = f.await.map_err(Into::into)?;
-    Ok((v, t.elapsed()))
-}
-
 fn round(v: f64, digits: i32) -> f64 {
     let p = 10f64.powi(digits);
     (v * p).round() / p
@@ -172,7 +178,13 @@ fn round(v: f64, digits: i32) -> f64 {
 
 /// Forward batches as the site would decode them from a relay: report `i` comes from device
 /// `i % devices`, each device's reports an evaluation interval apart.
-fn build_batches(reports: usize, settings: usize, batch: usize, devices: usize) -> Vec<WriteBatch> {
+fn build_batches(
+    reports: usize,
+    settings: usize,
+    batch: usize,
+    devices: usize,
+    writers: usize,
+) -> Vec<WriteBatch> {
     let signers: Vec<DeviceSigner> = (0..devices)
         .map(|d| {
             let mut seed = [0u8; 32];
@@ -184,10 +196,12 @@ fn build_batches(reports: usize, settings: usize, batch: usize, devices: usize) 
     let start = now - 3_600_000;
     let mut out = Vec::with_capacity(reports.div_ceil(batch));
     let mut seq = 0u64;
-    for first in (0..reports).step_by(batch) {
+    for (n, first) in (0..reports).step_by(batch).enumerate() {
+        // Batches written at once come from different relays, as in a site pulling several.
+        let relay = n % writers;
         let mut raw = RawBatch {
-            relay_id: "bench-relay".into(),
-            spool_id: "bench-spool".into(),
+            relay_id: format!("bench-relay-{relay}"),
+            spool_id: format!("bench-spool-{relay}"),
             ..Default::default()
         };
         for i in first..(first + batch).min(reports) {
@@ -218,7 +232,7 @@ fn build_batches(reports: usize, settings: usize, batch: usize, devices: usize) 
             raw.records.push(Bytes::from(rec.encode_to_vec()));
         }
         raw.last_seq = seq;
-        let (wb, _) = decode_batch(&raw, "https://bench-relay", 0, false);
+        let (wb, _) = decode_batch(&raw, &format!("https://bench-relay-{relay}"), 0, false);
         out.push(wb);
     }
     out

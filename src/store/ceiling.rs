@@ -4,6 +4,8 @@
 //! current state, history or devices — one transaction per batch. The writer's rate over this
 //! one, measured in the same run on the same database, is what its own work costs.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use sqlx::{AssertSqlSafe, SqlSafeStr};
 
 use super::{ReportRow, Store, StoreError, postgres, sqlite};
@@ -15,7 +17,7 @@ const SETTINGS: &str = "bench_ceiling_settings";
 /// The bare tables, made by [`BareTables::create`] and dropped by [`BareTables::drop`].
 pub struct BareTables {
     store: Store,
-    next_id: i64,
+    next_id: AtomicI64,
 }
 
 impl BareTables {
@@ -42,25 +44,31 @@ impl BareTables {
         }
         Ok(Self {
             store: store.clone(),
-            next_id: 1,
+            next_id: AtomicI64::new(1),
         })
     }
 
     /// Writes `reports` and their settings in one transaction; returns the setting rows written.
-    pub async fn insert(&mut self, reports: &[ReportRow]) -> Result<u64, StoreError> {
+    /// Several calls may run at once, like the writes of several relays.
+    pub async fn insert(&self, reports: &[ReportRow]) -> Result<u64, StoreError> {
+        let first = self
+            .next_id
+            .fetch_add(reports.len() as i64, Ordering::Relaxed);
         let numbered: Vec<(i64, &ReportRow)> = reports
             .iter()
             .enumerate()
-            .map(|(i, r)| (self.next_id + i as i64, r))
+            .map(|(i, r)| (first + i as i64, r))
             .collect();
-        self.next_id += reports.len() as i64;
         let now = clock::now_ms();
         match &self.store {
             Store::Sqlite(s) => {
+                // Checkpointed like the writer's batches, so neither gets the other's for free.
+                s.before_write().await?;
                 let mut tx = s.writer_pool().begin_with("BEGIN IMMEDIATE").await?;
                 sqlite::insert_reports(&mut tx, REPORTS, &numbered, now).await?;
                 let n = sqlite::insert_settings(&mut tx, SETTINGS, &numbered).await?;
                 tx.commit().await?;
+                s.after_write();
                 Ok(n)
             }
             Store::Postgres(s) => {

@@ -174,6 +174,14 @@ impl SqliteStore {
     }
 
     pub async fn write_batch(&self, b: &WriteBatch) -> Result<WriteOutcome, StoreError> {
+        self.before_write().await?;
+        let out = self.write_batch_tx(b).await?;
+        self.after_write();
+        Ok(out)
+    }
+
+    /// Bounds the WAL before a write transaction (see the module doc).
+    pub(crate) async fn before_write(&self) -> Result<(), StoreError> {
         if self.checkpoints.wal_frames.load(Ordering::Relaxed) > WAL_LIMIT_FRAMES {
             // Waits for the background checkpoint and readers, copies what is left, and makes
             // the next write start the WAL over.
@@ -182,10 +190,13 @@ impl SqliteStore {
                 .await?;
             self.checkpoints.wal_frames.store(0, Ordering::Relaxed);
         }
-        let out = self.write_batch_tx(b).await?;
-        // Full means a checkpoint is already pending, which will take this batch too.
+        Ok(())
+    }
+
+    /// Asks for a checkpoint of what a write transaction committed.
+    pub(crate) fn after_write(&self) {
+        // Full means a checkpoint is already pending, which will take this write too.
         let _ = self.checkpoints.poke.try_send(());
-        Ok(out)
     }
 
     async fn write_batch_tx(&self, b: &WriteBatch) -> Result<WriteOutcome, StoreError> {

@@ -621,8 +621,19 @@ async fn reports_of_any_day_are_stored_and_partitions_catch_up(db: TestDb) {
         assert_eq!(store.report_settings(&r.message_id).await.unwrap().len(), 4);
     }
     assert_eq!(store.counts().await.unwrap().settings, 12);
-    // Running maintenance again makes nothing new.
+    // Running maintenance again makes nothing new; two site servers running it at once make
+    // each partition once and both succeed.
     assert_eq!(store.ensure_partitions(now + 30 * DAY_MS).await.unwrap(), 0);
+    let other = db.store().await;
+    let later = now + 60 * DAY_MS;
+    let (a, b) = tokio::join!(
+        store.ensure_partitions(later),
+        other.ensure_partitions(later)
+    );
+    let made = a.unwrap() + b.unwrap();
+    if db.backend == Backend::Postgres {
+        assert_eq!(made, 2 * 10, "two tables, ten days each");
+    }
 }
 both_backends!(reports_of_any_day_are_stored_and_partitions_catch_up);
 

@@ -48,6 +48,8 @@ pub(crate) mod write;
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
@@ -64,6 +66,9 @@ const POOL_SIZE: u32 = 12;
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Set while a summarization of setting_results ranges runs: one at a time is enough (each
+    /// takes every range still unsummarized), and more would only queue for connections.
+    summarizing: Arc<AtomicBool>,
 }
 
 impl PostgresStore {
@@ -85,7 +90,10 @@ impl PostgresStore {
         // sqlx holds an advisory lock while migrating: two site servers starting together apply
         // each migration once.
         migrator(embedded::POSTGRES).run(&pool).await?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            summarizing: Arc::default(),
+        };
         store.ensure_partitions(clock::now_ms()).await?;
         Ok(store)
     }
@@ -107,10 +115,13 @@ impl PostgresStore {
     #[instrument(skip_all, fields(relay_id = %b.relay_id, reports = b.reports.len()))]
     pub async fn write_batch(&self, b: &WriteBatch) -> Result<WriteOutcome, StoreError> {
         let (out, days) = write::write_batch(&self.pool, b).await?;
-        if !days.is_empty() {
+        if !days.is_empty() && !self.summarizing.swap(true, Ordering::AcqRel) {
             // Off the writer's path: the batch is committed and the relay can be acknowledged.
             let store = self.clone();
-            tokio::spawn(async move { store.summarize_settings(&days).await });
+            tokio::spawn(async move {
+                store.summarize_settings(&days).await;
+                store.summarizing.store(false, Ordering::Release);
+            });
         }
         Ok(out)
     }
