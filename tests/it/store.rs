@@ -639,7 +639,7 @@ both_backends!(reports_of_any_day_are_stored_and_partitions_catch_up);
 
 /// Two writers (two site servers, each with its own relay and connections) write the same
 /// devices at the same time, evaluations arriving in any order, one batch big enough to lock all
-/// pairs at once. Afterwards every (device, baseline) has a history that is a proper sequence of
+/// devices at once. Afterwards every (device, baseline) has a history that is a proper sequence of
 /// intervals, and its current state is its newest evaluation.
 async fn two_writers_on_overlapping_devices_stay_consistent(db: TestDb) {
     let (a, b) = (db.store().await, db.store().await);
@@ -678,7 +678,7 @@ async fn two_writers_on_overlapping_devices_stay_consistent(db: TestDb) {
     };
     let mut for_a = batches(mine, "relay-a", 23);
     let for_b = batches(theirs, "relay-b", 17);
-    // One batch of more pairs than the per-pair locks allow.
+    // One batch of more devices than per-device locks are taken for.
     let big: Vec<ReportRow> = (0..1100)
         .map(|i| report(&format!("bulk-{i}"), "ssh", t, State::Compliant))
         .chain([report("dev-0", "ssh", t + 40_000, State::Unknown)])

@@ -1,46 +1,27 @@
 //! The PostgreSQL backend, for sites that outgrow one machine: several site servers (each pulling
 //! its own relays) can write one database at the same time.
 //!
-//! # Writing a batch
+//! - `write`: one forwarded batch as one transaction of a few set-based statements (binary
+//!   `COPY` for reports and setting results, `UNNEST` arrays for the rest), and the locks that
+//!   keep two site servers writing the same devices consistent and free of deadlocks.
+//! - `partitions`: reports and setting results are partitioned by the UTC day they were
+//!   received (the scheme is described in `migrations/postgres/0001_intake.sql`);
+//!   [`PostgresStore::ensure_partitions`] makes the days ahead at connect and then from the site
+//!   server's maintenance task, hourly.
+//! - `copy`: the binary `COPY` encoder.
 //!
-//! One forwarded batch is one transaction of a few set-based statements, whatever its size:
-//!
-//! 1. dedup: the batch's message ids go into `report_message_ids` (`INSERT … SELECT FROM
-//!    UNNEST … ON CONFLICT DO NOTHING RETURNING`), which answers which reports are new and
-//!    numbers them in the same round trip;
-//! 2. the new reports and their setting results are streamed with binary `COPY` (see [`copy`]);
-//! 3. current compliance and history: the (device, baseline) pairs of the batch are locked, their
-//!    current rows read, [`plan_transitions`] decides, and one `UPDATE … FROM UNNEST`, one
-//!    `INSERT … SELECT FROM UNNEST` and one upsert carry the plan out;
-//! 4. devices (last seen, enrollment details), terms acceptances, quarantined records and the
-//!    relay cursor, one statement each.
-//!
-//! # Two site servers on one database
-//!
-//! Deciding the next current state and history interval of a (device, baseline) needs its current
-//! row to stay put until the transaction commits: two site servers pulling different relays may
-//! hold reports of the same device. Before reading current rows a batch takes a
-//! transaction-scoped advisory lock per (device, baseline) pair, in ascending key order; a batch
-//! with more than [`write::MAX_PAIR_LOCKS`] pairs locks `current_compliance` as a whole instead, which
-//! keeps the server's shared lock table (`max_locks_per_transaction` × connections) from
-//! overflowing. Every batch takes its locks in the same global order (message ids sorted, then
-//! pair locks sorted, then device rows sorted, then acceptance ids sorted, then its own relay's
-//! cursor row), so two batches can wait for each other but never deadlock. The locks are taken
-//! after the bulk `COPY`, so two writers overlap their heavy part and hold the locks only for
-//! the short tail of the transaction.
-//!
-//! # Partitions
-//!
-//! `compliance_reports` and `setting_results` are partitioned by received day; see
-//! [`partitions`] and the migration. [`PostgresStore::ensure_partitions`] runs at connect and
-//! then from the site server's maintenance loop.
+//! After a batch commits, the block ranges it filled in `setting_results` are summarized in the
+//! background (one summarization at a time), so finding a report's settings stays a few page
+//! reads.
 //!
 //! # Adding tables and queries
 //!
-//! A new migration goes into `migrations/postgres/NNNN_name.sql` (embedded at build time); a
-//! read query is a method here (or in a sibling file with its own `impl PostgresStore` block)
-//! binding arrays for set-based statements, and a new day-partitioned table is one entry in
-//! [`partitions::PARTITIONED`] plus a `received_ms` partition key and a `_default` partition.
+//! A new migration goes into `migrations/postgres/NNNN_name.sql` (embedded at build time). A read
+//! query is a method of [`PostgresStore`], here or in a sibling file with its own
+//! `impl PostgresStore` block using `PostgresStore::pool`; writes of many rows bind one array
+//! per column and `INSERT … SELECT FROM UNNEST(…)`. A new day-partitioned table needs a
+//! `received_ms` partition key, a `<table>_default` partition in its migration, and its name in
+//! `partitions::PARTITIONED`. Identifier columns take `COLLATE "C"`.
 
 pub(crate) mod copy;
 pub(crate) mod partitions;
@@ -49,7 +30,6 @@ pub(crate) mod write;
 use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
@@ -66,9 +46,9 @@ const POOL_SIZE: u32 = 12;
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
-    /// Set while a summarization of setting_results ranges runs: one at a time is enough (each
-    /// takes every range still unsummarized), and more would only queue for connections.
-    summarizing: Arc<AtomicBool>,
+    /// Held while a summarization of setting_results ranges runs: one at a time is enough
+    /// (each takes every range still unsummarized), and more would only queue for connections.
+    summarizing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl PostgresStore {
@@ -115,15 +95,23 @@ impl PostgresStore {
     #[instrument(skip_all, fields(relay_id = %b.relay_id, reports = b.reports.len()))]
     pub async fn write_batch(&self, b: &WriteBatch) -> Result<WriteOutcome, StoreError> {
         let (out, days) = write::write_batch(&self.pool, b).await?;
-        if !days.is_empty() && !self.summarizing.swap(true, Ordering::AcqRel) {
+        if days.is_empty() {
+            return Ok(out);
+        }
+        if let Ok(running) = self.summarizing.clone().try_lock_owned() {
             // Off the writer's path: the batch is committed and the relay can be acknowledged.
             let store = self.clone();
             tokio::spawn(async move {
                 store.summarize_settings(&days).await;
-                store.summarizing.store(false, Ordering::Release);
+                drop(running);
             });
         }
         Ok(out)
+    }
+
+    /// Waits for the background work earlier writes started (the summarization of block ranges).
+    pub async fn settle(&self) {
+        let _done = self.summarizing.lock().await;
     }
 
     /// Summarizes the block ranges of `setting_results_report` that a committed batch filled,

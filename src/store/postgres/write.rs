@@ -1,6 +1,5 @@
-//! Writing one forward batch into PostgreSQL: one transaction, seven round trips whatever the
-//! batch size (the machine's other work makes every round trip a wait for a CPU, so they are
-//! kept few):
+//! Writing one forward batch into PostgreSQL: one transaction of seven statements whatever the
+//! batch size (every round trip is a wait for the server, so they are kept few):
 //!
 //! 1. `BEGIN` and the locks, in one simple query (see below);
 //! 2. dedup: the message ids go into `report_message_ids` (`INSERT … SELECT FROM UNNEST … ON
@@ -18,16 +17,19 @@
 //!
 //! Deciding the next current state of a (device, baseline) needs its current row to stay put
 //! until commit: two site servers pulling different relays can both hold reports of the same
-//! device. The first round trip takes a transaction-scoped advisory lock per pair, in ascending
-//! key order, after a shared "global" advisory lock; a batch with more than [`MAX_PAIR_LOCKS`]
-//! pairs takes the global lock exclusively instead, so it never fills the server's shared lock
-//! table (`max_locks_per_transaction` × connections slots). The current rows are read by a later
+//! device. The first round trip takes a transaction-scoped advisory lock per device the batch
+//! touches (its reports, device sightings and terms acceptances), in ascending key order, after
+//! a shared "global" advisory lock; a batch touching more than [`MAX_DEVICE_LOCKS`] devices takes
+//! the global lock exclusively instead, so it never fills the server's shared lock table
+//! (`max_locks_per_transaction` × connections slots). The current rows are read by a later
 //! statement, whose snapshot is taken after the locks are held.
 //!
-//! Every writer takes what it waits for in one global order: the global lock, pair locks by key,
-//! message ids by id, device rows by id, acceptance ids by id, its own relay's cursor. Two
-//! writers may wait for each other, never in a cycle. (PostgreSQL would break a cycle by failing
-//! one transaction; the site server retries the batch, so even that would cost time, not data.)
+//! Every row a batch changes that another site server could change too belongs to one of the
+//! batch's devices (current compliance, history, the device row, a report's or acceptance's
+//! message id — a message id is signed by its device), so while a batch holds its device locks
+//! nobody else writes those rows: the advisory locks, taken in key order, are the only thing two
+//! writers ever wait for, and they cannot wait in a cycle. Quarantined records and relay cursors
+//! belong to the batch's own relay.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -42,17 +44,16 @@ use crate::store::{
     WriteOutcome, fold_devices, plan_transitions,
 };
 
-/// Above this many (device, baseline) pairs in one batch, the batch locks all pairs at once
-/// (each advisory lock takes a slot of the server's shared lock table, 64 × max_connections
-/// by default).
-pub const MAX_PAIR_LOCKS: usize = 1024;
+/// Above this many devices in one batch, the batch locks all devices at once (each advisory lock
+/// takes a slot of the server's shared lock table, 64 × max_connections by default).
+pub const MAX_DEVICE_LOCKS: usize = 1024;
 
-/// The advisory lock every batch takes before its pair locks: shared normally, exclusive when
-/// the batch locks all pairs ("mprelay:c").
-const ALL_PAIRS_LOCK: i64 = 0x6d70_7265_6c61_7963;
+/// The advisory lock every batch takes before its device locks: shared normally, exclusive when
+/// the batch locks all devices ("mprelay:d").
+const ALL_DEVICES_LOCK: i64 = 0x6d70_7265_6c61_7964;
 
-/// Names the advisory locks of (device, baseline) pairs, so they cannot meet other users' keys.
-const PAIR_LOCK_DOMAIN: &[u8] = b"mprelay/v1/current-compliance\0";
+/// Names the advisory locks of devices, so they cannot meet other users' keys.
+const DEVICE_LOCK_DOMAIN: &[u8] = b"mprelay/v1/device\0";
 
 /// Writes `b` in one transaction. Returns the outcome and the UTC days of the setting results
 /// it wrote (whose block ranges want summarizing).
@@ -72,15 +73,16 @@ pub(crate) async fn write_batch(
         .filter(|r| seen.insert(r.message_id.as_str()))
         .collect();
     unique.sort_unstable_by(|x, y| x.message_id.cmp(&y.message_id));
-    let mut pairs: Vec<(&str, &str)> = unique
+    let devices: BTreeSet<&str> = b
+        .reports
         .iter()
-        .map(|r| (r.device_id.as_str(), r.baseline_id.as_str()))
+        .map(|r| r.device_id.as_str())
+        .chain(b.devices.iter().map(|d| d.device_id.as_str()))
+        .chain(b.acceptances.iter().map(|a| a.device_id.as_str()))
         .collect();
-    pairs.sort_unstable();
-    pairs.dedup();
 
     let mut tx = pool
-        .begin_with(AssertSqlSafe(begin_and_lock(&pairs)).into_sql_str())
+        .begin_with(AssertSqlSafe(begin_and_lock(&devices)).into_sql_str())
         .await?;
     let numbered = number_new_reports(&mut tx, &unique).await?;
     out.reports_inserted = numbered.len() as u64;
@@ -106,14 +108,14 @@ pub(crate) async fn write_batch(
 
 /// `BEGIN` and the batch's locks, as one simple query. The keys are numbers this function
 /// computed, so writing them into the text is safe.
-fn begin_and_lock(pairs: &[(&str, &str)]) -> String {
-    if pairs.len() > MAX_PAIR_LOCKS {
-        return format!("BEGIN; SELECT pg_advisory_xact_lock({ALL_PAIRS_LOCK})");
+fn begin_and_lock(devices: &BTreeSet<&str>) -> String {
+    if devices.len() > MAX_DEVICE_LOCKS {
+        return format!("BEGIN; SELECT pg_advisory_xact_lock({ALL_DEVICES_LOCK})");
     }
-    let mut keys: Vec<i64> = pairs.iter().map(|(d, b)| pair_lock_key(d, b)).collect();
+    let mut keys: Vec<i64> = devices.iter().map(|d| device_lock_key(d)).collect();
     keys.sort_unstable();
     keys.dedup();
-    let mut sql = format!("BEGIN; SELECT pg_advisory_xact_lock_shared({ALL_PAIRS_LOCK});");
+    let mut sql = format!("BEGIN; SELECT pg_advisory_xact_lock_shared({ALL_DEVICES_LOCK});");
     if !keys.is_empty() {
         let list: Vec<String> = keys.iter().map(i64::to_string).collect();
         // UNNEST yields the array in order: the locks are taken in ascending key order.
@@ -125,14 +127,13 @@ fn begin_and_lock(pairs: &[(&str, &str)]) -> String {
     sql
 }
 
-/// The advisory lock key of a (device, baseline) pair: the first 8 bytes of a SHA-256, the same
-/// in every build and on every site server (unlike Rust's hashers).
-fn pair_lock_key(device_id: &str, baseline_id: &str) -> i64 {
+/// The advisory lock key of a device: the first 8 bytes of a SHA-256, the same in every build and
+/// on every site server (unlike Rust's hashers). Two devices sharing a key only means their
+/// batches wait for each other.
+fn device_lock_key(device_id: &str) -> i64 {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(PAIR_LOCK_DOMAIN);
+    ctx.update(DEVICE_LOCK_DOMAIN);
     ctx.update(device_id.as_bytes());
-    ctx.update(&[0]);
-    ctx.update(baseline_id.as_bytes());
     let d = ctx.finish();
     let mut k = [0u8; 8];
     k.copy_from_slice(&d.as_ref()[..8]);
@@ -256,7 +257,8 @@ pub(crate) async fn copy_settings(
     Ok(w.finish().await?)
 }
 
-/// Reads the current rows of the reports' pairs (locked since `BEGIN`) and plans. Returns the
+/// Reads the current rows of the reports' pairs (their devices are locked since `BEGIN`) and
+/// plans. Returns the
 /// plan and the pairs that have a current row.
 async fn plan_with_current(
     conn: &mut PgConnection,
@@ -316,7 +318,7 @@ async fn write_state(
             (reports[c.report], open)
         })
         .collect();
-    // Whether the pair has a current row: then it is updated, else inserted. The pair locks
+    // Whether the pair has a current row: then it is updated, else inserted. The device locks
     // guarantee nobody inserts it meanwhile, and a plain UPDATE costs less than an upsert.
     let exists: Vec<bool> = cur
         .iter()
@@ -592,23 +594,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pair_lock_keys_are_stable_across_builds() {
-        // Two site servers must agree on the key whatever they were built with: a fixed value.
-        assert_eq!(pair_lock_key("d", "b"), pair_lock_key("d", "b"));
-        assert_ne!(pair_lock_key("d", "b"), pair_lock_key("b", "d"));
-        assert_ne!(pair_lock_key("ab", "c"), pair_lock_key("a", "bc"));
+    fn device_lock_keys_are_the_same_in_every_build() {
+        // Two site servers must agree on the key whatever they were built with.
+        assert_eq!(device_lock_key("d"), 5_576_231_544_468_898_237);
+        assert_ne!(device_lock_key("d"), device_lock_key("e"));
     }
 
     #[test]
-    fn big_batches_lock_all_pairs_at_once() {
-        let names: Vec<String> = (0..=MAX_PAIR_LOCKS).map(|i| format!("d{i}")).collect();
-        let pairs: Vec<(&str, &str)> = names.iter().map(|d| (d.as_str(), "b")).collect();
-        let sql = begin_and_lock(&pairs);
+    fn big_batches_lock_all_devices_at_once() {
+        let names: Vec<String> = (0..=MAX_DEVICE_LOCKS).map(|i| format!("d{i}")).collect();
+        let all: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        let sql = begin_and_lock(&all);
         assert!(
-            sql.ends_with(&format!("pg_advisory_xact_lock({ALL_PAIRS_LOCK})")),
+            sql.ends_with(&format!("pg_advisory_xact_lock({ALL_DEVICES_LOCK})")),
             "{sql}"
         );
-        let sql = begin_and_lock(&pairs[..2]);
+        let two: BTreeSet<&str> = all.iter().take(2).copied().collect();
+        let sql = begin_and_lock(&two);
         assert!(sql.contains("pg_advisory_xact_lock_shared"), "{sql}");
         assert!(sql.contains("UNNEST('{"), "{sql}");
     }
