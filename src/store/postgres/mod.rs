@@ -60,7 +60,10 @@ impl PostgresStore {
         };
         let opts = PgConnectOptions::from_str(url)
             .map_err(open_err)?
-            .application_name("mprelay-site");
+            .application_name("mprelay-site")
+            // A site server that vanished mid-batch (a partition without a reset) must not hold
+            // its device locks until TCP notices: the server ends such a session.
+            .options([("idle_in_transaction_session_timeout", "60s")]);
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(Duration::from_secs(30))
@@ -384,19 +387,35 @@ fn cursor_row(r: &PgRow) -> Result<RelayCursor, StoreError> {
     })
 }
 
-/// `url` with any password replaced, for messages and logs.
+/// `url` with any password (in the authority or a `password=` parameter) replaced, for messages
+/// and logs.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => match rest[..at].find(':') {
-            Some(colon) => format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]),
-            None => url.to_string(),
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => match authority[..at].find(':') {
+            Some(colon) => format!("{}:***{}", &authority[..colon], &authority[at..]),
+            None => authority.to_string(),
         },
-        None => url.to_string(),
-    }
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 #[cfg(test)]

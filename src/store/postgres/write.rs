@@ -64,8 +64,8 @@ pub(crate) async fn write_batch(
     let now = clock::now_ms();
     let mut out = WriteOutcome::default();
 
-    // Dedup within the batch (first occurrence wins); sorted by message id, the order in which
-    // their dedup rows are locked.
+    // Dedup within the batch (first occurrence wins); sorted by message id, time-ordered UUIDs,
+    // so the dedup index grows at its right edge.
     let mut seen = HashSet::with_capacity(b.reports.len());
     let mut unique: Vec<&ReportRow> = b
         .reports
