@@ -35,7 +35,7 @@ pub enum StoreError {
     #[error("cannot store {0}")]
     Unstorable(String),
     /// Connecting or opening the database failed.
-    #[error("cannot open database {url}: {source}")]
+    #[error("cannot open database {url}")]
     Open { url: String, source: sqlx::Error },
     /// Applying the schema failed.
     #[error("database migration failed: {0}")]
