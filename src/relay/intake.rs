@@ -71,6 +71,11 @@ pub(super) async fn enroll(st: &RelayState, req: Request<Incoming>, peer: &Peer)
                 "{name} is longer than 255 bytes"
             )));
         }
+        if v.contains('\0') {
+            return Err(Refusal::Malformed(format!(
+                "{name} contains a NUL character"
+            )));
+        }
     }
     let device_id = DeviceId::from_public_key(&pk);
     if st.is_blocked(&device_id.hex()) {
@@ -289,13 +294,24 @@ fn check_text(field: &str, v: &str) -> Result<(), Refusal> {
             "{field} is longer than {MAX_TEXT} bytes"
         )));
     }
-    Ok(())
+    check_no_nul(field, v)
 }
 
 fn check_id(field: &str, v: &str) -> Result<(), Refusal> {
     if v.is_empty() || v.len() > 128 {
         return Err(Refusal::InvalidReport(format!(
             "{field} must be 1 to 128 bytes"
+        )));
+    }
+    check_no_nul(field, v)
+}
+
+/// A NUL character cannot be stored in a PostgreSQL text column: refused here, where the agent
+/// is told, rather than failing the site's write of a whole batch.
+fn check_no_nul(field: &str, v: &str) -> Result<(), Refusal> {
+    if v.contains('\0') {
+        return Err(Refusal::InvalidReport(format!(
+            "{field} contains a NUL character"
         )));
     }
     Ok(())
@@ -357,6 +373,7 @@ pub(crate) fn validate_acceptance(t: &TermsAcceptance) -> Result<(), Refusal> {
     if t.user.is_empty() || t.user.len() > 255 {
         return Err(Refusal::InvalidReport("user must be 1 to 255 bytes".into()));
     }
+    check_no_nul("user", &t.user)?;
     if t.terms_version == 0 {
         return Err(Refusal::InvalidReport(
             "terms_version must be at least 1".into(),

@@ -151,11 +151,11 @@ fn once(seen: &mut u32, tag: u32) -> Option<()> {
 }
 
 fn id_ok(v: &str) -> bool {
-    !v.is_empty() && v.len() <= 128
+    !v.is_empty() && v.len() <= 128 && !v.contains('\0')
 }
 
 fn text_ok(v: &str) -> bool {
-    v.len() <= MAX_TEXT
+    v.len() <= MAX_TEXT && !v.contains('\0')
 }
 
 fn bytes<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
@@ -248,6 +248,12 @@ mod tests {
         variants.push(encode(r));
         let mut r = good.clone();
         r.configuration_items[0].ci_id = "c".repeat(129);
+        variants.push(encode(r));
+        let mut r = good.clone();
+        r.configuration_items[0].settings[0].observed_before = Some("a\0b".into());
+        variants.push(encode(r));
+        let mut r = good.clone();
+        r.configuration_items[1].settings[0].setting_id = "s\0".into();
         variants.push(encode(r));
         // Truncated, and every single-bit flip of a few early bytes.
         variants.push(b[..b.len() - 3].to_vec());

@@ -136,6 +136,14 @@ fn add_record(wb: &mut WriteBatch, rec: &ForwardRecord, verify: bool) -> Result<
             if DeviceId::from_public_key(&pk).hex() != e.device_id {
                 return Err("enrollment: device id does not match its public key".into());
             }
+            // The relay refuses these; a record from an older relay is kept aside instead of
+            // failing the batch on a database that cannot store NUL characters.
+            if [&e.hostname, &e.os, &e.agent_version, &e.hardware_id]
+                .iter()
+                .any(|v| v.contains('\0'))
+            {
+                return Err("enrollment: a text field contains a NUL character".into());
+            }
             wb.devices.push(DeviceUpsert {
                 device_id: e.device_id.clone(),
                 public_key: e.device_public_key.clone(),

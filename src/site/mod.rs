@@ -3,6 +3,13 @@
 //! transaction committed. Delivery is at-least-once with writes idempotent on message id, so a
 //! kill at any moment neither loses nor doubles a report. It also pushes the policy to every
 //! relay ([`policy`]) and serves the admin API ([`admin`]).
+//!
+//! Each relay has its own puller task, so relays are pulled and written at once. A puller
+//! fetches and decodes (signature checks included) the next batch while the database writes the
+//! current one: the relay is asked for what follows the batch being written before that batch is
+//! committed, and the prefetched batch is dropped if the write fails. Acknowledgements go over a
+//! connection of their own so a long-poll never holds one up. On PostgreSQL a maintenance task
+//! makes the day partitions ahead of time, hourly.
 
 pub mod admin;
 pub mod decode;
@@ -25,7 +32,7 @@ use crate::metrics::{Histogram, LATENCY_BUCKETS};
 use crate::net::HttpClient;
 use crate::net::server::ServerHandle;
 use crate::proto::ForwardAck;
-use crate::store::Store;
+use crate::store::{Store, WriteBatch, WriteOutcome};
 
 /// A relay the site pulls.
 #[derive(Debug, Clone)]
@@ -170,7 +177,12 @@ impl SiteHandle {
     }
 }
 
-/// Starts a puller and a policy pusher per relay, the policy builder, and the admin API.
+/// How often the site makes sure the day partitions ahead exist (PostgreSQL). They are made a
+/// week ahead, so an hourly check leaves ample room for a database that is briefly unreachable.
+pub const PARTITION_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+/// Starts a puller and a policy pusher per relay, the policy builder, the admin API, and the
+/// partition maintenance on PostgreSQL.
 pub fn start(opts: SiteOptions) -> Result<SiteHandle, SiteError> {
     let (tx, rx) = watch::channel(false);
     let metrics = Arc::new(SiteMetrics::default());
@@ -178,8 +190,15 @@ pub fn start(opts: SiteOptions) -> Result<SiteHandle, SiteError> {
     let mut relays = Vec::new();
     let refresh = Arc::new(Notify::new());
     let (snap_tx, snap_rx) = watch::channel(None);
+    if opts.store.backend() == "postgres" {
+        tasks.spawn(
+            maintain_partitions(opts.store.clone(), opts.clock.clone(), rx.clone())
+                .instrument(info_span!("partitions")),
+        );
+    }
     for target in &opts.relays {
         let client = HttpClient::new(&target.url, opts.client_tls.clone())?;
+        let ack_client = HttpClient::new(&target.url, opts.client_tls.clone())?;
         let status = Arc::new(RelayStatus {
             url: target.url.clone(),
             ..Default::default()
@@ -187,6 +206,7 @@ pub fn start(opts: SiteOptions) -> Result<SiteHandle, SiteError> {
         relays.push(status.clone());
         let puller = Puller {
             client,
+            ack_client,
             store: opts.store.clone(),
             opts: opts.pull.clone(),
             status,
@@ -243,8 +263,27 @@ pub fn start(opts: SiteOptions) -> Result<SiteHandle, SiteError> {
     })
 }
 
+/// Makes the day partitions around the clock's today now and every [`PARTITION_CHECK_EVERY`].
+async fn maintain_partitions(
+    store: Store,
+    clock: SharedClock,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if let Err(e) = store.ensure_partitions(clock.now_ms()).await {
+            warn!(error = %e, "making day partitions failed; rows of missing days go to the default partitions until a later try succeeds");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PARTITION_CHECK_EVERY) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
 struct Puller {
     client: HttpClient,
+    /// Acknowledgements, on a connection of their own (the other may be in a long-poll).
+    ack_client: HttpClient,
     store: Store,
     opts: PullOptions,
     status: Arc<RelayStatus>,
@@ -264,23 +303,39 @@ struct Cursor {
     loaded: bool,
 }
 
+/// A batch fetched and decoded, ready to write.
+struct Fetched {
+    /// The `after` it was asked with.
+    after: u64,
+    raw_spool_id: String,
+    relay_id: String,
+    records: usize,
+    batch: WriteBatch,
+    max_seq: u64,
+}
+
 impl Puller {
     async fn run(mut self) {
         let mut cursor = Cursor::default();
         let mut backoff = self.opts.backoff_min;
         let mut shutdown = self.shutdown.clone();
+        let mut next: Option<Fetched> = None;
         self.client.request_timeout = self.opts.wait + Duration::from_secs(30);
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let step = tokio::select! {
-                r = self.step(&mut cursor) => r,
-                _ = shutdown.changed() => break,
-            };
+            // Not cancelled from outside: a started database write must finish (cancelling one
+            // mid-transaction returns its connection to the pool with the protocol half-way).
+            // Only the network waits inside a step give way to shutdown (see `fetch`).
+            let step = self.step(&mut cursor, &mut next).await;
+            if *shutdown.borrow() {
+                break;
+            }
             match step {
                 Ok(()) => backoff = self.opts.backoff_min,
                 Err(e) => {
+                    next = None;
                     self.status.errors.fetch_add(1, Ordering::Relaxed);
                     if let Ok(mut le) = self.status.last_error.lock() {
                         *le = Some(e.clone());
@@ -297,15 +352,19 @@ impl Puller {
         }
     }
 
-    /// One pull: fetch, store, acknowledge.
-    async fn step(&self, cursor: &mut Cursor) -> Result<(), String> {
+    /// Fetches the records after `after` (everything through it is stored) and decodes them,
+    /// off the async workers: signature checks cost ~35 µs each.
+    async fn fetch(&self, after: u64) -> Result<Fetched, String> {
         let path = format!(
-            "/v1/forward?after={}&max={}&wait_ms={}",
-            cursor.through,
+            "/v1/forward?after={after}&max={}&wait_ms={}",
             self.opts.max_records,
             self.opts.wait.as_millis()
         );
-        let resp = self.client.get(&path).await.map_err(|e| e.to_string())?;
+        let mut shutdown = self.shutdown.clone();
+        let resp = tokio::select! {
+            r = self.client.get(&path) => r.map_err(|e| e.to_string())?,
+            _ = shutdown.wait_for(|stop| *stop) => return Err("shutting down".into()),
+        };
         if !resp.status.is_success() {
             return Err(describe_refusal(resp.status, &resp.body));
         }
@@ -318,94 +377,137 @@ impl Puller {
         if let Ok(mut id) = self.status.relay_id.lock() {
             id.clone_from(&raw.relay_id);
         }
+        let (raw_spool_id, relay_id, records) = (
+            raw.spool_id.clone(),
+            raw.relay_id.clone(),
+            raw.records.len(),
+        );
+        let (verify, url) = (self.opts.verify_signatures, self.status.url.clone());
+        let (batch, max_seq) = if records == 0 {
+            (WriteBatch::default(), after)
+        } else {
+            tokio::task::spawn_blocking(move || decode::decode_batch(&raw, &url, after, verify))
+                .await
+                .map_err(|e| format!("decoding task failed: {e}"))?
+        };
+        Ok(Fetched {
+            after,
+            raw_spool_id,
+            relay_id,
+            records,
+            batch,
+            max_seq,
+        })
+    }
 
-        if raw.spool_id != cursor.spool_id || !cursor.loaded {
+    /// One pull: fetch (unless prefetched), store while fetching the next, acknowledge.
+    async fn step(&self, cursor: &mut Cursor, next: &mut Option<Fetched>) -> Result<(), String> {
+        let fetched = match next.take() {
+            Some(f) if f.after == cursor.through && f.raw_spool_id == cursor.spool_id => f,
+            _ => self.fetch(cursor.through).await?,
+        };
+
+        if fetched.raw_spool_id != cursor.spool_id || !cursor.loaded {
             let stored = self
                 .store
-                .relay_cursor(&raw.relay_id)
+                .relay_cursor(&fetched.relay_id)
                 .await
                 .map_err(|e| e.to_string())?;
             let resume = stored
-                .filter(|c| c.spool_id == raw.spool_id)
+                .filter(|c| c.spool_id == fetched.raw_spool_id)
                 .map(|c| c.through_seq)
                 .unwrap_or(0);
-            let changed = !cursor.spool_id.is_empty() && cursor.spool_id != raw.spool_id;
+            let changed = !cursor.spool_id.is_empty() && cursor.spool_id != fetched.raw_spool_id;
             if changed {
-                warn!(old = %cursor.spool_id, new = %raw.spool_id, "relay spool was recreated; starting over from its beginning");
+                warn!(old = %cursor.spool_id, new = %fetched.raw_spool_id, "relay spool was recreated; starting over from its beginning");
             }
             *cursor = Cursor {
-                spool_id: raw.spool_id.clone(),
+                spool_id: fetched.raw_spool_id.clone(),
                 through: resume,
                 acked: 0,
                 loaded: true,
             };
-            if changed {
-                // This batch was computed from the old spool's cursor; ask again.
+            if changed || resume != fetched.after {
+                // This batch was asked for from another position; ask again.
                 return Ok(());
             }
         }
 
-        if !raw.records.is_empty() {
-            let verify = self.opts.verify_signatures;
-            let url = self.status.url.clone();
-            let skip = cursor.through;
-            self.status
-                .pulled_records
-                .fetch_add(raw.records.len() as u64, Ordering::Relaxed);
-            // Signature checks cost ~35 µs each: keep them off the async workers.
-            let (wb, max_seq) =
-                tokio::task::spawn_blocking(move || decode::decode_batch(&raw, &url, skip, verify))
-                    .await
-                    .map_err(|e| format!("decoding task failed: {e}"))?;
-            if max_seq > cursor.through {
+        self.status
+            .pulled_records
+            .fetch_add(fetched.records as u64, Ordering::Relaxed);
+        let max_seq = fetched.max_seq;
+        if max_seq > cursor.through {
+            let committed = std::sync::atomic::AtomicBool::new(false);
+            let write = async {
                 let started = std::time::Instant::now();
-                let out = self.store.write_batch(&wb).await.map_err(|e| {
+                let out = self.store.write_batch(&fetched.batch).await.map_err(|e| {
                     self.metrics.db_errors.fetch_add(1, Ordering::Relaxed);
                     format!("writing the batch failed: {e}")
                 })?;
                 self.metrics
                     .write_latency
                     .observe_duration(started.elapsed());
-                self.status
-                    .stored_reports
-                    .fetch_add(out.reports_inserted, Ordering::Relaxed);
-                self.status
-                    .duplicates
-                    .fetch_add(out.reports_duplicate, Ordering::Relaxed);
-                self.status
-                    .quarantined
-                    .fetch_add(out.quarantined, Ordering::Relaxed);
-                if out.quarantined > 0 {
-                    warn!(
-                        count = out.quarantined,
-                        "records quarantined; see quarantined_records"
-                    );
-                }
-                debug!(
-                    through = max_seq,
-                    reports = out.reports_inserted,
-                    duplicates = out.reports_duplicate,
-                    "batch stored"
-                );
-                cursor.through = max_seq;
-                self.status.through_seq.store(max_seq, Ordering::Relaxed);
-            }
-        }
-
-        if cursor.through > cursor.acked {
-            let ack = ForwardAck {
-                through_seq: cursor.through,
-                spool_id: cursor.spool_id.clone(),
+                self.record(&out, max_seq);
+                committed.store(true, Ordering::Relaxed);
+                self.ack(&cursor.spool_id, max_seq).await?;
+                Ok::<_, String>(())
             };
-            let resp = self
-                .client
-                .post("/v1/forward/ack", Bytes::from(ack.encode_to_vec()))
-                .await
-                .map_err(|e| format!("acknowledging failed: {e}"))?;
-            if !resp.status.is_success() {
-                return Err(describe_refusal(resp.status, &resp.body));
+            // The next batch is fetched while this one is written; a failed write drops it.
+            let prefetch = async { Ok(self.fetch(max_seq).await.ok()) };
+            let joined = tokio::try_join!(write, prefetch);
+            if committed.load(Ordering::Relaxed) {
+                cursor.through = max_seq;
             }
+            let ((), prefetched) = joined?;
+            cursor.acked = max_seq;
+            *next = prefetched;
+        } else if cursor.through > cursor.acked {
+            self.ack(&cursor.spool_id, cursor.through).await?;
             cursor.acked = cursor.through;
+        }
+        Ok(())
+    }
+
+    /// Counts what a write did.
+    fn record(&self, out: &WriteOutcome, max_seq: u64) {
+        self.status
+            .stored_reports
+            .fetch_add(out.reports_inserted, Ordering::Relaxed);
+        self.status
+            .duplicates
+            .fetch_add(out.reports_duplicate, Ordering::Relaxed);
+        self.status
+            .quarantined
+            .fetch_add(out.quarantined, Ordering::Relaxed);
+        if out.quarantined > 0 {
+            warn!(
+                count = out.quarantined,
+                "records quarantined; see quarantined_records"
+            );
+        }
+        debug!(
+            through = max_seq,
+            reports = out.reports_inserted,
+            duplicates = out.reports_duplicate,
+            "batch stored"
+        );
+        self.status.through_seq.store(max_seq, Ordering::Relaxed);
+    }
+
+    /// Tells the relay everything through `through` is committed here.
+    async fn ack(&self, spool_id: &str, through: u64) -> Result<(), String> {
+        let ack = ForwardAck {
+            through_seq: through,
+            spool_id: spool_id.to_string(),
+        };
+        let resp = self
+            .ack_client
+            .post("/v1/forward/ack", Bytes::from(ack.encode_to_vec()))
+            .await
+            .map_err(|e| format!("acknowledging failed: {e}"))?;
+        if !resp.status.is_success() {
+            return Err(describe_refusal(resp.status, &resp.body));
         }
         Ok(())
     }

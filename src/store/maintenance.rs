@@ -96,17 +96,13 @@ pub struct MaintenanceRun {
 impl Store {
     /// The settings of the named maintenance task.
     pub async fn maintenance_task(&self, name: &str) -> Result<MaintenanceTask, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.maintenance_task(name).await,
-        }
+        dispatch!(self, s => s.maintenance_task(name).await)
     }
 
     /// Stores new settings for a task (the caller validated them). Raises the policy version,
     /// since the retention age travels in the policy.
     pub async fn update_maintenance_task(&self, task: &MaintenanceTask) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.update_maintenance_task(task).await,
-        }
+        dispatch!(self, s => s.update_maintenance_task(task).await)
     }
 
     /// Records the start of a run; returns its id. Runs left `running` by a dead process are
@@ -118,12 +114,7 @@ impl Store {
         started_ms: i64,
         cutoff_ms: i64,
     ) -> Result<i64, StoreError> {
-        match self {
-            Store::Sqlite(s) => {
-                s.start_maintenance_run(task, trigger, started_ms, cutoff_ms)
-                    .await
-            }
-        }
+        dispatch!(self, s => s.start_maintenance_run(task, trigger, started_ms, cutoff_ms).await)
     }
 
     /// Records progress or the end of a run (`status` other than running ends it).
@@ -135,12 +126,10 @@ impl Store {
         rows_deleted: &BTreeMap<String, u64>,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => {
-                s.update_maintenance_run(run_id, status, now_ms, rows_deleted, error)
-                    .await
-            }
-        }
+        dispatch!(self, s => {
+            s.update_maintenance_run(run_id, status, now_ms, rows_deleted, error)
+                .await
+        })
     }
 
     /// The latest runs of a task, newest first.
@@ -149,9 +138,7 @@ impl Store {
         task: &str,
         limit: u32,
     ) -> Result<Vec<MaintenanceRun>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.maintenance_runs(task, limit).await,
-        }
+        dispatch!(self, s => s.maintenance_runs(task, limit).await)
     }
 
     /// The retention age in force, in days.

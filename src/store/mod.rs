@@ -7,7 +7,12 @@
 //! and history intervals forward, insert terms acceptances, advance the relay cursor. Replaying a
 //! batch changes nothing. The decisions about current state and history are taken here, once,
 //! in Rust ([`plan_transitions`]); the backends only execute them.
+//!
+//! The PostgreSQL backend partitions reports and setting results by received day; the scheme,
+//! its dedup table and how two site servers share one database are in [`postgres`].
 
+pub(crate) mod ceiling;
+pub mod postgres;
 mod sqlite;
 mod sqlite_compliance;
 mod sqlite_maintenance;
@@ -20,6 +25,7 @@ use thiserror::Error;
 
 use crate::compliance::{Rollup, Severity, State};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Why a store operation failed.
@@ -28,8 +34,11 @@ pub enum StoreError {
     /// The database URL is not `sqlite://…` or `postgres://…`.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     BadUrl(String),
+    /// A value a batch asked to store does not fit the database (e.g. an out-of-range number).
+    #[error("cannot store {0}")]
+    Unstorable(String),
     /// Connecting or opening the database failed.
-    #[error("cannot open database {url}: {source}")]
+    #[error("cannot open database {url}")]
     Open { url: String, source: sqlx::Error },
     /// Applying the schema failed.
     #[error("database migration failed: {0}")]
@@ -256,12 +265,14 @@ pub struct Counts {
 #[derive(Clone, Debug)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PostgresStore),
 }
 
 macro_rules! dispatch {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
             Store::Sqlite($s) => $e,
+            Store::Postgres($s) => $e,
         }
     };
 }
@@ -282,19 +293,41 @@ impl Store {
         {
             return Ok(Store::Sqlite(SqliteStore::open(path).await?));
         }
-        Err(StoreError::BadUrl(url.into()))
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Store::Postgres(PostgresStore::connect(url).await?));
+        }
+        Err(StoreError::BadUrl(postgres::redact_url(url)))
     }
 
     /// `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         match self {
             Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Makes the day partitions around `now_ms` that do not exist yet (PostgreSQL; nothing to do
+    /// on SQLite). The site server calls it periodically; returns how many it made.
+    pub async fn ensure_partitions(&self, now_ms: i64) -> Result<u32, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(0),
+            Store::Postgres(s) => s.ensure_partitions(now_ms).await,
         }
     }
 
     /// Stores one forward batch in one transaction and advances the relay's cursor.
     pub async fn write_batch(&self, batch: &WriteBatch) -> Result<WriteOutcome, StoreError> {
         dispatch!(self, s => s.write_batch(batch).await)
+    }
+
+    /// Waits for background work that earlier writes started (PostgreSQL summarizes the block
+    /// ranges of setting results after a batch; nothing on SQLite, whose checkpoints serve all
+    /// writes alike). The writer benchmark counts it as the writer's time.
+    pub async fn settle(&self) {
+        if let Store::Postgres(s) = self {
+            s.settle().await
+        }
     }
 
     pub async fn relay_cursor(&self, relay_id: &str) -> Result<Option<RelayCursor>, StoreError> {

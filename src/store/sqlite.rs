@@ -2,11 +2,20 @@
 //! site acknowledged to a relay survives a power cut. One writer connection (SQLite has one
 //! writer at a time anyway; `BEGIN IMMEDIATE` takes the lock up front so two processes never
 //! deadlock upgrading a read lock); a pool of read-only connections for reports.
+//!
+//! Checkpoints (copying the WAL back into the database file) run on a connection of their own,
+//! after each committed batch, instead of inside the writer's commit: a batch is several MiB,
+//! so SQLite's automatic checkpoint would otherwise copy and fsync it on the writer's path every
+//! time. A checkpoint running beside the writer cannot always finish (the writer keeps adding
+//! frames), so when the WAL has grown past [`WAL_LIMIT_FRAMES`] the writer waits for a full
+//! checkpoint before its next batch, which lets the WAL start over from its beginning.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -14,14 +23,24 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, SqlSafeStr, Sqlite, SqliteConnection, SqlitePool};
+use tokio::sync::mpsc;
 
 use super::*;
 use crate::clock;
 
-#[allow(dead_code)] // POSTGRES is used by the PostgreSQL backend.
-mod embedded {
+/// The migrations of both backends, embedded by build.rs.
+pub(crate) mod embedded {
     include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 }
+
+/// WAL frames (pages) past which the writer checkpoints before writing on: 16 Ki frames of
+/// 16 KiB pages keep the WAL file under ~256 MiB.
+pub const WAL_LIMIT_FRAMES: i64 = 16_384;
+
+/// Page size of new databases. A report row carries ~2 KB of signed bytes: with SQLite's 4 KiB
+/// default a page holds one or two of them, and the writer ran ~30% slower (measured with
+/// `mprelay bench writer`). Existing databases keep the page size they were made with.
+const PAGE_SIZE: u32 = 16_384;
 
 /// Rows per multi-row statement: powers of two up to this many, so the statement cache holds a
 /// handful of shapes; 1024 × 12 columns stays under SQLite's 32,766 bound parameters.
@@ -32,6 +51,17 @@ pub struct SqliteStore {
     path: PathBuf,
     pub(super) writer: SqlitePool,
     pub(super) reader: SqlitePool,
+    checkpoints: Arc<Checkpoints>,
+}
+
+/// The background checkpointer's side of the store: the writer pokes it after each commit.
+#[derive(Debug)]
+struct Checkpoints {
+    /// Capacity one: pokes while a checkpoint runs fold into one more run.
+    poke: mpsc::Sender<()>,
+    /// Frames in the WAL as of the last checkpoint.
+    wal_frames: AtomicI64,
+    pool: SqlitePool,
 }
 
 /// The schema migrations of a backend, as sqlx wants them.
@@ -51,6 +81,21 @@ pub(crate) fn migrator(list: &'static [(i64, &'static str, &'static str)]) -> Mi
                 .collect(),
         ),
         ..Migrator::DEFAULT
+    }
+}
+
+/// Runs a passive checkpoint after each poke, until the store is gone or closed.
+async fn checkpoint_loop(store: std::sync::Weak<Checkpoints>, mut pokes: mpsc::Receiver<()>) {
+    while pokes.recv().await.is_some() {
+        let Some(c) = store.upgrade() else { break };
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&c.pool)
+            .await
+        {
+            Ok((_, frames, _)) => c.wal_frames.store(frames, Ordering::Relaxed),
+            Err(sqlx::Error::PoolClosed) => break,
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; the next one retries"),
+        }
     }
 }
 
@@ -81,8 +126,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
+            .page_size(PAGE_SIZE)
             .pragma("cache_size", "-65536")
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            .pragma("wal_autocheckpoint", "0");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -104,13 +151,26 @@ impl SqliteStore {
         }
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(opts.read_only(true))
+            .connect_with(opts.clone().read_only(true))
             .await
             .map_err(open_err)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .map_err(open_err)?;
+        let (poke, rx) = mpsc::channel(1);
+        let checkpoints = Arc::new(Checkpoints {
+            poke,
+            wal_frames: AtomicI64::new(0),
+            pool,
+        });
+        tokio::spawn(checkpoint_loop(Arc::downgrade(&checkpoints), rx));
         Ok(Self {
             path: p.to_path_buf(),
             writer,
             reader,
+            checkpoints,
         })
     }
 
@@ -118,12 +178,45 @@ impl SqliteStore {
         &self.path
     }
 
+    /// The single writer connection, for sibling modules of the store.
+    pub(crate) fn writer_pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
     pub async fn close(&self) {
+        // The last connection to close checkpoints the WAL and removes it.
         self.writer.close().await;
         self.reader.close().await;
+        self.checkpoints.pool.close().await;
     }
 
     pub async fn write_batch(&self, b: &WriteBatch) -> Result<WriteOutcome, StoreError> {
+        self.before_write().await?;
+        let out = self.write_batch_tx(b).await?;
+        self.after_write();
+        Ok(out)
+    }
+
+    /// Bounds the WAL before a write transaction (see the module doc).
+    pub(crate) async fn before_write(&self) -> Result<(), StoreError> {
+        if self.checkpoints.wal_frames.load(Ordering::Relaxed) > WAL_LIMIT_FRAMES {
+            // Waits for the background checkpoint and readers, copies what is left, and makes
+            // the next write start the WAL over.
+            sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                .execute(&self.writer)
+                .await?;
+            self.checkpoints.wal_frames.store(0, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Asks for a checkpoint of what a write transaction committed.
+    pub(crate) fn after_write(&self) {
+        // Full means a checkpoint is already pending, which will take this write too.
+        let _ = self.checkpoints.poke.try_send(());
+    }
+
+    async fn write_batch_tx(&self, b: &WriteBatch) -> Result<WriteOutcome, StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let now = clock::now_ms();
         let mut out = WriteOutcome::default();
@@ -155,70 +248,8 @@ impl SqliteStore {
             .enumerate()
             .map(|(i, r)| (base + 1 + i as i64, *r))
             .collect();
-        for chunk in pow2_chunks(&numbered, MAX_ROWS / 2) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO compliance_reports (report_id, message_id, device_id, baseline_id, \
-                 baseline_revision, baseline_name, created_ms, evaluated_ms, received_ms, stored_ms, \
-                 relay_id, state, max_severity, n_compliant, n_non_compliant, n_error, \
-                 n_not_applicable, n_unknown, signature, signed_bytes) ",
-            );
-            qb.push_values(chunk, |mut q, (id, r)| {
-                let ru = &r.rollup;
-                q.push_bind(*id)
-                    .push_bind(r.message_id.as_str())
-                    .push_bind(r.device_id.as_str())
-                    .push_bind(r.baseline_id.as_str())
-                    .push_bind(r.baseline_revision as i64)
-                    .push_bind(r.baseline_name.as_str())
-                    .push_bind(r.created_ms)
-                    .push_bind(r.evaluated_ms)
-                    .push_bind(r.received_ms)
-                    .push_bind(now)
-                    .push_bind(r.relay_id.as_str())
-                    .push_bind(ru.state().as_str())
-                    .push_bind(ru.max_severity.as_str())
-                    .push_bind(ru.compliant as i64)
-                    .push_bind(ru.non_compliant as i64)
-                    .push_bind(ru.error as i64)
-                    .push_bind(ru.not_applicable as i64)
-                    .push_bind(ru.unknown as i64)
-                    .push_bind(r.signature.as_slice())
-                    .push_bind(r.signed_bytes.as_slice());
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
-
-        let settings: Vec<(i64, i64, &SettingRow)> = numbered
-            .iter()
-            .flat_map(|(id, r)| {
-                r.settings
-                    .iter()
-                    .enumerate()
-                    .map(move |(k, s)| (*id, k as i64, s))
-            })
-            .collect();
-        out.settings_inserted = settings.len() as u64;
-        for chunk in pow2_chunks(&settings, MAX_ROWS) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO setting_results (report_id, ordinal, ci_id, ci_revision, setting_id, \
-                 state, severity, expected, observed_before, observed_after, remediated, error) ",
-            );
-            qb.push_values(chunk, |mut q, (id, k, s)| {
-                q.push_bind(*id)
-                    .push_bind(*k)
-                    .push_bind(s.ci_id.as_str())
-                    .push_bind(s.ci_revision as i64)
-                    .push_bind(s.setting_id.as_str())
-                    .push_bind(s.state.as_str())
-                    .push_bind(s.severity.as_str())
-                    .push_bind(s.expected.as_str())
-                    .push_bind(s.observed_before.as_deref())
-                    .push_bind(s.observed_after.as_deref())
-                    .push_bind(s.remediated)
-                    .push_bind(s.error.as_str());
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
+        insert_reports(&mut tx, "compliance_reports", &numbered, now).await?;
+        out.settings_inserted = insert_settings(&mut tx, "setting_results", &numbered).await?;
 
         apply_transitions(&mut tx, &reports, now).await?;
 
@@ -464,6 +495,145 @@ impl SqliteStore {
                 .fetch_all(&self.reader)
                 .await?,
         )
+    }
+}
+
+/// Inserts report rows into `table` (`compliance_reports`, or a bare table of the same columns
+/// for the benchmark's ceiling).
+pub(crate) async fn insert_reports<'a>(
+    conn: &mut SqliteConnection,
+    table: &str,
+    numbered: &'a [(i64, &'a ReportRow)],
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut strings = Interner::default();
+    let build = |chunk: &'a [(i64, &'a ReportRow)], strings: &mut Interner<'a>| {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "INSERT INTO {table} (report_id, message_id, device_id, baseline_id, \
+             baseline_revision, baseline_name, created_ms, evaluated_ms, received_ms, stored_ms, \
+             relay_id, state, max_severity, n_compliant, n_non_compliant, n_error, \
+             n_not_applicable, n_unknown, signature, signed_bytes) "
+        ));
+        qb.push_values(chunk, |mut q, (id, r)| {
+            let ru = &r.rollup;
+            q.push_bind(*id)
+                .push_bind(r.message_id.as_str())
+                .push_bind(strings.get(&r.device_id))
+                .push_bind(strings.get(&r.baseline_id))
+                .push_bind(r.baseline_revision as i64)
+                .push_bind(strings.get(&r.baseline_name))
+                .push_bind(r.created_ms)
+                .push_bind(r.evaluated_ms)
+                .push_bind(r.received_ms)
+                .push_bind(now)
+                .push_bind(strings.get(&r.relay_id))
+                .push_bind(strings.get(ru.state().as_str()))
+                .push_bind(strings.get(ru.max_severity.as_str()))
+                .push_bind(ru.compliant as i64)
+                .push_bind(ru.non_compliant as i64)
+                .push_bind(ru.error as i64)
+                .push_bind(ru.not_applicable as i64)
+                .push_bind(ru.unknown as i64)
+                .push_bind(r.signature.as_slice())
+                .push_bind(r.signed_bytes.as_slice());
+        });
+        qb
+    };
+    insert_chunks(
+        conn,
+        pow2_chunks(numbered, MAX_ROWS / 2),
+        &mut strings,
+        build,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Inserts the setting results of `numbered` into `table`; returns how many rows it wrote.
+pub(crate) async fn insert_settings(
+    conn: &mut SqliteConnection,
+    table: &str,
+    numbered: &[(i64, &ReportRow)],
+) -> Result<u64, StoreError> {
+    let settings: Vec<(i64, i64, &SettingRow)> = numbered
+        .iter()
+        .flat_map(|(id, r)| {
+            r.settings
+                .iter()
+                .enumerate()
+                .map(move |(k, s)| (*id, k as i64, s))
+        })
+        .collect();
+    insert_setting_rows(conn, table, &settings).await?;
+    Ok(settings.len() as u64)
+}
+
+async fn insert_setting_rows<'a>(
+    conn: &mut SqliteConnection,
+    table: &str,
+    settings: &'a [(i64, i64, &'a SettingRow)],
+) -> Result<(), StoreError> {
+    let mut strings = Interner::default();
+    let build = |chunk: &'a [(i64, i64, &'a SettingRow)], strings: &mut Interner<'a>| {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "INSERT INTO {table} (report_id, ordinal, ci_id, ci_revision, setting_id, \
+             state, severity, expected, observed_before, observed_after, remediated, error) "
+        ));
+        qb.push_values(chunk, |mut q, (id, k, s)| {
+            q.push_bind(*id)
+                .push_bind(*k)
+                .push_bind(strings.get(&s.ci_id))
+                .push_bind(s.ci_revision as i64)
+                .push_bind(strings.get(&s.setting_id))
+                .push_bind(strings.get(s.state.as_str()))
+                .push_bind(strings.get(s.severity.as_str()))
+                .push_bind(strings.get(&s.expected))
+                .push_bind(s.observed_before.as_deref().map(|v| strings.get(v)))
+                .push_bind(s.observed_after.as_deref().map(|v| strings.get(v)))
+                .push_bind(s.remediated)
+                .push_bind(strings.get(&s.error));
+        });
+        qb
+    };
+    insert_chunks(conn, pow2_chunks(settings, MAX_ROWS), &mut strings, build).await?;
+    Ok(())
+}
+
+/// Runs one multi-row statement per chunk, building the next chunk's statement while SQLite
+/// (on sqlx's worker thread) executes the current one, so the two cores share the work.
+async fn insert_chunks<'a, T: 'a>(
+    conn: &mut SqliteConnection,
+    mut chunks: impl Iterator<Item = &'a [T]>,
+    strings: &mut Interner<'a>,
+    build: impl Fn(&'a [T], &mut Interner<'a>) -> QueryBuilder<Sqlite>,
+) -> Result<u64, StoreError> {
+    let Some(first) = chunks.next() else {
+        return Ok(0);
+    };
+    let mut current = build(first, strings);
+    let mut rows = 0;
+    loop {
+        let following = chunks.next();
+        let (done, next) = tokio::join!(current.build().execute(&mut *conn), async {
+            following.map(|c| build(c, strings))
+        });
+        rows += done?.rows_affected();
+        match next {
+            Some(qb) => current = qb,
+            None => return Ok(rows),
+        }
+    }
+}
+
+/// Shares one allocation per distinct string of a batch: setting ids, expected values and
+/// observed values repeat across the devices reporting the same baseline, and sqlx would
+/// otherwise copy every bound string into an allocation of its own.
+#[derive(Default)]
+struct Interner<'a>(HashMap<&'a str, Arc<str>>);
+
+impl<'a> Interner<'a> {
+    fn get(&mut self, s: &'a str) -> Arc<str> {
+        self.0.entry(s).or_insert_with(|| Arc::from(s)).clone()
     }
 }
 

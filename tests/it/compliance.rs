@@ -18,6 +18,8 @@ use mprelay::site::{PullOptions, RelayTarget, SiteOptions};
 use mprelay::store::SettingView;
 use serde_json::Value;
 
+use crate::both_backends;
+use crate::db::TestDb;
 use crate::helpers::{TestSystem, wait_until};
 
 const BASELINE: &str = r#"
@@ -157,9 +159,10 @@ fn tree(root: &Path) {
     std::fs::write(root.join("usr/sbin/in.telnetd"), "").unwrap();
 }
 
-/// Relay, and a site server with the admin API and a quick policy poll.
-pub(crate) async fn system() -> TestSystem {
-    let mut sys = TestSystem::relay_only(|_| {}).await;
+/// Relay, and a site server with the admin API and a quick policy poll, the site database at
+/// `url` (SQLite in the temporary directory when `None`).
+pub(crate) async fn system_on(url: Option<&str>) -> TestSystem {
+    let mut sys = TestSystem::relay_only_on(|_| {}, url).await;
     start_site(&mut sys).await;
     // The site stores its evaluation interval first (a policy change of its own); wait for it so
     // the versions the tests see come from their own changes.
@@ -269,9 +272,9 @@ pub(crate) async fn get_json(c: &HttpClient, path: &str, token: Option<&str>) ->
     (resp.status.as_u16(), body)
 }
 
-#[tokio::test]
-async fn agent_evaluates_remediates_and_the_site_reports_exactly_what_happened() {
-    let sys = system().await;
+both_backends!(agent_evaluates_remediates_and_the_site_reports_exactly_what_happened);
+async fn agent_evaluates_remediates_and_the_site_reports_exactly_what_happened(db: TestDb) {
+    let sys = system_on(Some(&db.url)).await;
     let version = import(&sys, BASELINE).await;
     let version = wait_for_policy(&sys, version).await;
 
@@ -522,9 +525,9 @@ async fn agent_evaluates_remediates_and_the_site_reports_exactly_what_happened()
     );
 }
 
-#[tokio::test]
-async fn policy_versions_only_rise_across_restarts_and_reach_agents() {
-    let mut sys = system().await;
+both_backends!(policy_versions_only_rise_across_restarts_and_reach_agents);
+async fn policy_versions_only_rise_across_restarts_and_reach_agents(db: TestDb) {
+    let mut sys = system_on(Some(&db.url)).await;
     let v1 = import(&sys, BASELINE).await;
     let v1 = wait_for_policy(&sys, v1).await;
     assert_eq!(v1, sys.store.policy_version().await.unwrap());
@@ -613,9 +616,9 @@ async fn policy_versions_only_rise_across_restarts_and_reach_agents() {
     );
 }
 
-#[tokio::test]
-async fn the_policy_carries_the_retention_age_in_force() {
-    let sys = crate::helpers::TestSystem::start().await;
+both_backends!(the_policy_carries_the_retention_age_in_force);
+async fn the_policy_carries_the_retention_age_in_force(db: TestDb) {
+    let sys = crate::helpers::TestSystem::start_on(&db.url).await;
     let c = sys.store.policy_contents().await.unwrap();
     assert_eq!(c.retention_days, 90);
     let mut task = sys
@@ -632,10 +635,10 @@ async fn the_policy_carries_the_retention_age_in_force() {
     assert_eq!(snapshot.unwrap().retention_days, 30);
 }
 
-#[tokio::test]
-async fn maintenance_runs_are_recorded_and_a_dead_run_is_marked_interrupted() {
+both_backends!(maintenance_runs_are_recorded_and_a_dead_run_is_marked_interrupted);
+async fn maintenance_runs_are_recorded_and_a_dead_run_is_marked_interrupted(db: TestDb) {
     use mprelay::store::{DELETE_AGED_CM_DATA, RunStatus, RunTrigger};
-    let sys = crate::helpers::TestSystem::relay_only(|_| {}).await;
+    let sys = crate::helpers::TestSystem::relay_only_on(|_| {}, Some(&db.url)).await;
     let s = &sys.store;
     let first = s
         .start_maintenance_run(DELETE_AGED_CM_DATA, RunTrigger::Schedule, 1_000, 10)

@@ -134,6 +134,20 @@ async fn invalid_report() {
         "invalid_report",
     )
     .await;
+
+    // A NUL character could not be stored in the site database.
+    let mut report = mprelay::sample::report(0, 1);
+    report.configuration_items[0].settings[0].observed_before = Some("a\0b".into());
+    let sub = dev.submission(&MessageId::new().to_string(), clock::now_ms(), report);
+    refused(
+        &sys,
+        &client,
+        "/v1/submissions",
+        dev.seal(&sub).encode_to_vec(),
+        400,
+        "invalid_report",
+    )
+    .await;
 }
 
 #[tokio::test]

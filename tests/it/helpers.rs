@@ -49,17 +49,30 @@ impl TestSystem {
         s
     }
 
+    /// Relay and site server running, the site database at `url` (e.g. a PostgreSQL one).
+    pub async fn start_on(url: &str) -> Self {
+        let mut s = Self::relay_only_on(|_| {}, Some(url)).await;
+        s.start_site();
+        s
+    }
+
     /// Relay running; no site server yet.
     pub async fn relay_only(tweak: impl Fn(&mut RelayOptions) + Send + Sync + 'static) -> Self {
+        Self::relay_only_on(tweak, None).await
+    }
+
+    /// Relay running, site database at `url` or SQLite in the temporary directory.
+    pub async fn relay_only_on(
+        tweak: impl Fn(&mut RelayOptions) + Send + Sync + 'static,
+        url: Option<&str>,
+    ) -> Self {
         mprelay::pki::install_default_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         let lb = Loopback::create(&dir.path().join("certs")).expect("PKI");
-        let store = Store::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("site.db").display()
-        ))
-        .await
-        .expect("site database");
+        let url = url
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("site.db").display()));
+        let store = Store::connect(&url).await.expect("site database");
         let mut s = Self {
             dir,
             lb,
@@ -101,12 +114,7 @@ impl TestSystem {
             .start_site(
                 self.store.clone(),
                 &[self.relay()],
-                PullOptions {
-                    wait: Duration::from_millis(200),
-                    backoff_min: Duration::from_millis(20),
-                    backoff_max: Duration::from_millis(200),
-                    ..Default::default()
-                },
+                fast_pull(),
                 clock::system(),
             )
             .expect("site starts");
@@ -164,6 +172,16 @@ impl TestSystem {
 
     pub fn enrollment_secret(&self) -> String {
         self.lb.enrollment_secret().unwrap()
+    }
+}
+
+/// Pull options for tests: short long-polls and retries.
+pub fn fast_pull() -> PullOptions {
+    PullOptions {
+        wait: Duration::from_millis(200),
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        ..Default::default()
     }
 }
 

@@ -287,3 +287,69 @@ async fn an_agent_keeps_its_queue_across_restarts_while_the_relay_is_down() {
     sys.wait_for_reports(1).await;
     assert!(sys.store.report(&id.to_string()).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn failed_writes_are_retried_without_losing_or_doubling_a_report() {
+    use std::sync::atomic::Ordering;
+
+    use sqlx::Connection;
+
+    let mut sys = TestSystem::relay_only(|_| {}).await;
+    let agent = sys.agent("a1").await;
+    for i in 0..21 {
+        agent.queue_report(mprelay::sample::report(0, i)).unwrap();
+    }
+    agent.flush().await.unwrap();
+
+    // Every write fails at its last statement until the trigger goes.
+    let db = format!("sqlite://{}", sys.dir.path().join("site.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TRIGGER poison BEFORE INSERT ON relay_cursors \
+         BEGIN SELECT RAISE(ABORT, 'injected'); END",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // Small batches, so that several are fetched ahead of writes that fail.
+    let pull = mprelay::site::PullOptions {
+        max_records: 4,
+        ..crate::helpers::fast_pull()
+    };
+    let site = sys
+        .lb
+        .start_site(
+            sys.store.clone(),
+            &[sys.relay()],
+            pull,
+            mprelay::clock::system(),
+        )
+        .unwrap();
+    crate::helpers::wait_until(Duration::from_secs(10), || async {
+        site.relays[0].errors.load(Ordering::Relaxed) >= 3
+    })
+    .await
+    .expect("writes fail while the trigger is there");
+    assert_eq!(sys.store.counts().await.unwrap().reports, 0);
+
+    sqlx::raw_sql("DROP TRIGGER poison")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sys.site = Some(site);
+    sys.wait_for_reports(21).await;
+    let ids = sys.store.report_message_ids().await.unwrap();
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!((ids.len(), unique.len()), (21, 21));
+    // Everything was acknowledged: the relay's spool drains.
+    crate::helpers::wait_until(Duration::from_secs(10), || async {
+        sys.relay()
+            .spool
+            .stats()
+            .pending_records
+            .load(Ordering::Relaxed)
+            == 0
+    })
+    .await
+    .expect("the relay was told everything is stored");
+}

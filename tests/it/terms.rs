@@ -11,7 +11,7 @@ use mprelay::policy::terms::{check_privacy_url, publish};
 use mprelay::store::{DELETE_AGED_CM_DATA, PublishAction, TermsDraft};
 use serde_json::Value;
 
-use crate::compliance::{admin_client, get_json, system, wait_for_policy};
+use crate::compliance::{admin_client, get_json, wait_for_policy};
 use crate::compliance_cli::{mprelay, run, spawn_server, stderr, stdout, workspace};
 use crate::helpers::wait_until;
 
@@ -37,9 +37,9 @@ fn not_accepted(e: AgentError) -> (u32, Option<u32>) {
     }
 }
 
-#[tokio::test]
-async fn versions_acceptances_the_report_and_the_portal_gate() {
-    let mut sys = system().await;
+crate::both_backends!(versions_acceptances_the_report_and_the_portal_gate);
+async fn versions_acceptances_the_report_and_the_portal_gate(db: crate::db::TestDb) {
+    let mut sys = crate::compliance::system_on(Some(&db.url)).await;
     let p = publish(&sys.store, &draft("Acceptable use", "Be nice.\n"), false)
         .await
         .unwrap();
@@ -267,9 +267,11 @@ async fn versions_acceptances_the_report_and_the_portal_gate() {
     }
 }
 
-#[tokio::test]
-async fn the_privacy_page_follows_the_retention_task_and_links_the_statement() {
-    let sys = system().await;
+crate::both_backends!(the_privacy_page_follows_the_retention_task_and_links_the_statement);
+async fn the_privacy_page_follows_the_retention_task_and_links_the_statement(
+    db: crate::db::TestDb,
+) {
+    let sys = crate::compliance::system_on(Some(&db.url)).await;
     let c = admin_client(&sys);
     let p = page(&c).await;
     assert!(

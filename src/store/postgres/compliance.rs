@@ -1,0 +1,698 @@
+//! PostgreSQL queries for definitions, policy and compliance reports (the SQLite twin is
+//! `sqlite_compliance.rs`; the types and the composed methods are in `compliance.rs`).
+//!
+//! Every transaction that changes what the policy holds starts by locking the `policy_state` row
+//! ([`lock_policy`]): that serialises imports, settings, blocking and terms across site servers
+//! and command-line processes, as `BEGIN IMMEDIATE` does on SQLite.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, PgConnection, Row};
+
+use super::PostgresStore;
+use crate::clock;
+use crate::store::compliance::*;
+use crate::store::{SettingView, StoreError};
+
+impl PostgresStore {
+    pub async fn import_definitions(
+        &self,
+        req: &ImportRequest,
+    ) -> Result<ImportResult, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        lock_policy(&mut tx).await?;
+        let now = clock::now_ms();
+        let mut out = ImportResult::default();
+        let mut new_cis = Vec::new();
+        for (i, ci) in req.cis.iter().enumerate() {
+            match stored_hash(&mut tx, "configuration_items", "ci_id", &ci.id, ci.revision).await? {
+                Some((h, _)) if h == ci.content_hash => {
+                    out.unchanged
+                        .push(("configuration_item", ci.id.clone(), ci.revision));
+                }
+                Some((_, source)) => out.issues.push(ImportIssue::CiChanged {
+                    index: i,
+                    stored_source: source,
+                }),
+                None => new_cis.push(ci),
+            }
+        }
+        let mut new_baselines = Vec::new();
+        for (i, b) in req.baselines.iter().enumerate() {
+            let d = &b.def;
+            match stored_hash(&mut tx, "baselines", "baseline_id", &d.id, d.revision).await? {
+                Some((h, _)) if h == d.content_hash => {
+                    out.unchanged.push(("baseline", d.id.clone(), d.revision));
+                }
+                Some((_, source)) => out.issues.push(ImportIssue::BaselineChanged {
+                    index: i,
+                    stored_source: source,
+                }),
+                None => new_baselines.push(b),
+            }
+            for (m, member) in b.members.iter().enumerate() {
+                let in_request = req.cis.iter().any(|c| {
+                    c.id == member.ci_id && member.ci_revision.is_none_or(|r| r == c.revision)
+                });
+                if in_request {
+                    continue;
+                }
+                let stored: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM configuration_items WHERE ci_id = $1 \
+                     AND ($2::bigint IS NULL OR revision = $2)",
+                )
+                .bind(&member.ci_id)
+                .bind(member.ci_revision.map(i64::from))
+                .fetch_one(&mut *tx)
+                .await?;
+                if stored == 0 {
+                    out.issues.push(ImportIssue::MissingCi {
+                        baseline: i,
+                        member: m,
+                    });
+                }
+            }
+        }
+        if !out.issues.is_empty() {
+            tx.rollback().await?;
+            return Ok(out);
+        }
+        for ci in &new_cis {
+            insert_definition(&mut tx, "configuration_items", "ci_id", ci, now).await?;
+            log_import(&mut tx, "configuration_item", ci, "added", now).await?;
+            out.added
+                .push(("configuration_item", ci.id.clone(), ci.revision));
+        }
+        for b in &new_baselines {
+            insert_definition(&mut tx, "baselines", "baseline_id", &b.def, now).await?;
+            for (k, m) in b.members.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO baseline_members (baseline_id, baseline_revision, ordinal, ci_id, \
+                     ci_revision, membership, remediate) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&b.def.id)
+                .bind(i64::from(b.def.revision))
+                .bind(k as i64)
+                .bind(&m.ci_id)
+                .bind(m.ci_revision.map(i64::from))
+                .bind(&m.membership)
+                .bind(m.remediate)
+                .execute(&mut *tx)
+                .await?;
+            }
+            log_import(&mut tx, "baseline", &b.def, "added", now).await?;
+            out.added
+                .push(("baseline", b.def.id.clone(), b.def.revision));
+        }
+        for (kind, id, rev) in &out.unchanged {
+            let def = match *kind {
+                "baseline" => req
+                    .baselines
+                    .iter()
+                    .map(|b| &b.def)
+                    .find(|d| &d.id == id && d.revision == *rev),
+                _ => req.cis.iter().find(|d| &d.id == id && d.revision == *rev),
+            };
+            if let Some(d) = def {
+                log_import(&mut tx, kind, d, "unchanged", now).await?;
+            }
+        }
+        out.policy_version = if out.added.is_empty() {
+            current_version(&mut tx).await?
+        } else {
+            bump_policy_version(&mut tx, now).await?
+        };
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn policy_version(&self) -> Result<u64, StoreError> {
+        let v: i64 = sqlx::query_scalar("SELECT version FROM policy_state WHERE singleton = 1")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(v as u64)
+    }
+
+    pub async fn policy_contents(&self) -> Result<PolicyContents, StoreError> {
+        // One snapshot: the version and what it describes are read consistently.
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let version: i64 =
+            sqlx::query_scalar("SELECT version FROM policy_state WHERE singleton = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {DEF_COLS} FROM baselines b WHERE revision = \
+             (SELECT MAX(revision) FROM baselines x WHERE x.baseline_id = b.baseline_id) \
+             ORDER BY baseline_id"
+        )))
+        .fetch_all(&mut *tx)
+        .await?;
+        let defs: Vec<DefinitionRecord> =
+            rows.iter().map(definition_row).collect::<Result<_, _>>()?;
+        let mut cis: HashMap<(String, u32), DefinitionRecord> = HashMap::new();
+        let mut latest: HashMap<String, u32> = HashMap::new();
+        let mut baselines = Vec::with_capacity(defs.len());
+        for def in defs {
+            let members = members_of(&mut tx, &def.id, def.revision).await?;
+            let mut resolved = Vec::with_capacity(members.len());
+            for m in members {
+                let rev = match m.ci_revision {
+                    Some(r) => Some(r),
+                    None => match latest.get(&m.ci_id) {
+                        Some(r) => Some(*r),
+                        None => {
+                            let r: Option<i64> = sqlx::query_scalar(
+                                "SELECT MAX(revision) FROM configuration_items WHERE ci_id = $1",
+                            )
+                            .bind(&m.ci_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                            if let Some(r) = r {
+                                latest.insert(m.ci_id.clone(), r as u32);
+                            }
+                            r.map(|r| r as u32)
+                        }
+                    },
+                };
+                let ci = match rev {
+                    None => None,
+                    Some(r) => match cis.get(&(m.ci_id.clone(), r)) {
+                        Some(d) => Some(d.clone()),
+                        None => {
+                            let row = sqlx::query(AssertSqlSafe(format!(
+                                "SELECT {DEF_COLS_CI} FROM configuration_items \
+                                 WHERE ci_id = $1 AND revision = $2"
+                            )))
+                            .bind(&m.ci_id)
+                            .bind(i64::from(r))
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                            let d = row.as_ref().map(definition_row).transpose()?;
+                            if let Some(d) = &d {
+                                cis.insert((m.ci_id.clone(), r), d.clone());
+                            }
+                            d
+                        }
+                    },
+                };
+                resolved.push((m, ci));
+            }
+            baselines.push(ResolvedBaseline {
+                def,
+                members: resolved,
+            });
+        }
+        let blocked_device_ids: Vec<String> =
+            sqlx::query_scalar("SELECT device_id FROM devices WHERE blocked ORDER BY device_id")
+                .fetch_all(&mut *tx)
+                .await?;
+        let settings: BTreeMap<String, String> =
+            sqlx::query_as::<_, (String, String)>("SELECT key, value FROM site_settings")
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let retention_days: i64 = sqlx::query_scalar(
+            "SELECT delete_older_than_days FROM maintenance_tasks \
+             WHERE name = 'delete_aged_configuration_management_data'",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(PolicyContents {
+            version: version as u64,
+            baselines,
+            blocked_device_ids,
+            settings,
+            retention_days: retention_days as u32,
+        })
+    }
+
+    pub async fn set_site_setting(&self, key: &str, value: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        lock_policy(&mut tx).await?;
+        let now = clock::now_ms();
+        let old: Option<String> =
+            sqlx::query_scalar("SELECT value FROM site_settings WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if old.as_deref() == Some(value) {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO site_settings (key, value, updated_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        bump_policy_version(&mut tx, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn set_device_blocked(
+        &self,
+        device_id: &str,
+        blocked: bool,
+    ) -> Result<Option<bool>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        lock_policy(&mut tx).await?;
+        let old: Option<bool> =
+            sqlx::query_scalar("SELECT blocked FROM devices WHERE device_id = $1")
+                .bind(device_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let changed = match old {
+            None => {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            Some(b) => b != blocked,
+        };
+        if changed {
+            sqlx::query("UPDATE devices SET blocked = $1 WHERE device_id = $2")
+                .bind(blocked)
+                .bind(device_id)
+                .execute(&mut *tx)
+                .await?;
+            bump_policy_version(&mut tx, clock::now_ms()).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(changed))
+    }
+
+    pub async fn definitions(&self) -> Result<Vec<DefinitionSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT 'baseline', baseline_id, revision, name, content_hash, source_file, imported_ms \
+             FROM baselines UNION ALL \
+             SELECT 'configuration_item', ci_id, revision, name, content_hash, source_file, \
+             imported_ms FROM configuration_items ORDER BY 1, 2, 3",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DefinitionSummary {
+                    kind: r.try_get(0)?,
+                    id: r.try_get(1)?,
+                    revision: r.try_get::<i64, _>(2)? as u32,
+                    name: r.try_get(3)?,
+                    content_hash: r.try_get(4)?,
+                    source_file: r.try_get(5)?,
+                    imported_ms: r.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn compliance_overview(
+        &self,
+        only: Option<&str>,
+    ) -> Result<Vec<BaselineOverview>, StoreError> {
+        let rows = sqlx::query(
+            "WITH ids AS (SELECT baseline_id FROM baselines UNION SELECT baseline_id FROM \
+             current_compliance) \
+             SELECT ids.baseline_id, \
+               COALESCE((SELECT name FROM baselines b WHERE b.baseline_id = ids.baseline_id \
+                         ORDER BY revision DESC LIMIT 1), MAX(c.baseline_name), ids.baseline_id), \
+               (SELECT MAX(revision) FROM baselines b WHERE b.baseline_id = ids.baseline_id), \
+               COUNT(c.device_id), \
+               COUNT(*) FILTER (WHERE c.state = 'compliant'), \
+               COUNT(*) FILTER (WHERE c.state = 'non_compliant'), \
+               COUNT(*) FILTER (WHERE c.state = 'error'), \
+               COUNT(*) FILTER (WHERE c.state = 'unknown'), \
+               COUNT(*) FILTER (WHERE c.state = 'not_applicable'), \
+               (SELECT COUNT(*) FROM devices d WHERE NOT d.blocked AND NOT EXISTS \
+                 (SELECT 1 FROM current_compliance x WHERE x.device_id = d.device_id \
+                  AND x.baseline_id = ids.baseline_id)) \
+             FROM ids LEFT JOIN current_compliance c ON c.baseline_id = ids.baseline_id \
+             WHERE $1::text IS NULL OR ids.baseline_id = $1 \
+             GROUP BY ids.baseline_id ORDER BY ids.baseline_id",
+        )
+        .bind(only)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let n =
+                    |i: usize| -> Result<u64, sqlx::Error> { Ok(r.try_get::<i64, _>(i)? as u64) };
+                Ok(BaselineOverview {
+                    baseline_id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    revision: r.try_get::<Option<i64>, _>(2)?.map(|v| v as u32),
+                    devices: n(3)?,
+                    compliant: n(4)?,
+                    non_compliant: n(5)?,
+                    error: n(6)?,
+                    unknown: n(7)?,
+                    not_applicable: n(8)?,
+                    never_reported: n(9)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Description, members and revisions of a baseline's latest revision.
+    pub(crate) async fn baseline_definition(
+        &self,
+        baseline_id: &str,
+    ) -> Result<(String, Vec<MemberView>, Vec<RevisionView>), StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        let revisions: Vec<RevisionView> = sqlx::query(
+            "SELECT revision, name, content_hash, source_file, imported_ms FROM baselines \
+             WHERE baseline_id = $1 ORDER BY revision",
+        )
+        .bind(baseline_id)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok::<_, sqlx::Error>(RevisionView {
+                revision: r.try_get::<i64, _>(0)? as u32,
+                name: r.try_get(1)?,
+                content_hash: r.try_get(2)?,
+                source_file: r.try_get(3)?,
+                imported_ms: r.try_get(4)?,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+        let Some(latest) = revisions.last() else {
+            return Ok((String::new(), vec![], vec![]));
+        };
+        let description: String = sqlx::query_scalar(
+            "SELECT description FROM baselines WHERE baseline_id = $1 AND revision = $2",
+        )
+        .bind(baseline_id)
+        .bind(i64::from(latest.revision))
+        .fetch_one(&mut *conn)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT m.ci_id, m.ci_revision, m.membership, m.remediate, ci.revision, ci.name \
+             FROM baseline_members m LEFT JOIN configuration_items ci ON ci.ci_id = m.ci_id \
+             AND ci.revision = COALESCE(m.ci_revision, \
+               (SELECT MAX(revision) FROM configuration_items x WHERE x.ci_id = m.ci_id)) \
+             WHERE m.baseline_id = $1 AND m.baseline_revision = $2 ORDER BY m.ordinal",
+        )
+        .bind(baseline_id)
+        .bind(i64::from(latest.revision))
+        .fetch_all(&mut *conn)
+        .await?;
+        let members = rows
+            .iter()
+            .map(|r| {
+                Ok::<_, sqlx::Error>(MemberView {
+                    configuration_item: r.try_get(0)?,
+                    pinned_revision: r.try_get::<Option<i64>, _>(1)?.map(|v| v as u32),
+                    membership: r.try_get(2)?,
+                    remediate: r.try_get(3)?,
+                    revision: r.try_get::<Option<i64>, _>(4)?.map(|v| v as u32),
+                    name: r.try_get(5)?,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((description, members, revisions))
+    }
+
+    pub(crate) async fn setting_summaries(
+        &self,
+        baseline_id: &str,
+    ) -> Result<Vec<SettingSummary>, StoreError> {
+        // Reports are found through report_message_ids (compliance_reports is partitioned by
+        // received day and has no message-id index).
+        let rows = sqlx::query(
+            "SELECT s.ci_id, s.setting_id, MAX(s.severity), \
+               COUNT(*) FILTER (WHERE s.state = 'compliant'), \
+               COUNT(*) FILTER (WHERE s.state = 'non_compliant'), \
+               COUNT(*) FILTER (WHERE s.state = 'error'), \
+               COUNT(*) FILTER (WHERE s.state = 'not_applicable'), \
+               COUNT(*) FILTER (WHERE s.state = 'unknown'), \
+               COUNT(*) FILTER (WHERE s.remediated) \
+             FROM current_compliance c \
+             JOIN report_message_ids m ON m.message_id = c.message_id \
+             JOIN setting_results s ON s.report_id = m.report_id AND s.received_ms = m.received_ms \
+             WHERE c.baseline_id = $1 \
+             GROUP BY s.ci_id, s.setting_id ORDER BY MIN(s.ordinal), s.ci_id, s.setting_id",
+        )
+        .bind(baseline_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let n =
+                    |i: usize| -> Result<u64, sqlx::Error> { Ok(r.try_get::<i64, _>(i)? as u64) };
+                Ok(SettingSummary {
+                    ci_id: r.try_get(0)?,
+                    setting_id: r.try_get(1)?,
+                    severity: r.try_get(2)?,
+                    compliant: n(3)?,
+                    non_compliant: n(4)?,
+                    error: n(5)?,
+                    not_applicable: n(6)?,
+                    unknown: n(7)?,
+                    remediated: n(8)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn current_for_device(
+        &self,
+        device_id: &str,
+    ) -> Result<Vec<CurrentView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT baseline_id, baseline_name, baseline_revision::bigint, state, max_severity, \
+             evaluated_ms, message_id, n_compliant::bigint, n_non_compliant::bigint, \
+             n_error::bigint, n_not_applicable::bigint, n_unknown::bigint \
+             FROM current_compliance WHERE device_id = $1 ORDER BY baseline_id",
+        )
+        .bind(device_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let n =
+                    |i: usize| -> Result<u32, sqlx::Error> { Ok(r.try_get::<i64, _>(i)? as u32) };
+                Ok(CurrentView {
+                    baseline_id: r.try_get(0)?,
+                    baseline_name: r.try_get(1)?,
+                    baseline_revision: n(2)?,
+                    state: r.try_get(3)?,
+                    max_severity: r.try_get(4)?,
+                    evaluated_ms: r.try_get(5)?,
+                    message_id: r.try_get(6)?,
+                    n_compliant: n(7)?,
+                    n_non_compliant: n(8)?,
+                    n_error: n(9)?,
+                    n_not_applicable: n(10)?,
+                    n_unknown: n(11)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn noncompliant_devices(
+        &self,
+        baseline_id: &str,
+    ) -> Result<Vec<NoncompliantDevice>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.device_id, COALESCE(d.hostname, ''), c.baseline_revision::bigint, \
+               c.max_severity, c.evaluated_ms, s.ci_id, s.ci_revision::bigint, s.setting_id, \
+               s.state, s.severity, s.expected, s.observed_before, s.observed_after, \
+               s.remediated, s.error \
+             FROM current_compliance c \
+             LEFT JOIN devices d ON d.device_id = c.device_id \
+             LEFT JOIN report_message_ids m ON m.message_id = c.message_id \
+             LEFT JOIN setting_results s ON s.report_id = m.report_id \
+               AND s.received_ms = m.received_ms AND s.state IN ('non_compliant', 'error') \
+             WHERE c.baseline_id = $1 AND c.state = 'non_compliant' \
+             ORDER BY c.device_id, s.ordinal",
+        )
+        .bind(baseline_id)
+        .fetch_all(self.pool())
+        .await?;
+        let mut out: Vec<NoncompliantDevice> = Vec::new();
+        for r in &rows {
+            let device_id: String = r.try_get(0)?;
+            if out.last().is_none_or(|d| d.device_id != device_id) {
+                out.push(NoncompliantDevice {
+                    device_id,
+                    hostname: r.try_get(1)?,
+                    baseline_revision: r.try_get::<i64, _>(2)? as u32,
+                    max_severity: r.try_get(3)?,
+                    evaluated_ms: r.try_get(4)?,
+                    settings: vec![],
+                });
+            }
+            if r.try_get::<Option<String>, _>(5)?.is_some() {
+                let s = setting_view(r, 5)?;
+                if let Some(d) = out.last_mut() {
+                    d.settings.push(s);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+const DEF_COLS: &str = "baseline_id, revision, name, description, definition_json, \
+                        definition_toml, content_hash, source_file";
+const DEF_COLS_CI: &str = "ci_id, revision, name, description, definition_json, \
+                           definition_toml, content_hash, source_file";
+
+fn definition_row(r: &PgRow) -> Result<DefinitionRecord, StoreError> {
+    Ok(DefinitionRecord {
+        id: r.try_get(0)?,
+        revision: r.try_get::<i64, _>(1)? as u32,
+        name: r.try_get(2)?,
+        description: r.try_get(3)?,
+        json: r.try_get(4)?,
+        toml: r.try_get(5)?,
+        content_hash: r.try_get(6)?,
+        source_file: r.try_get(7)?,
+    })
+}
+
+fn setting_view(r: &PgRow, at: usize) -> Result<SettingView, StoreError> {
+    Ok(SettingView {
+        ci_id: r.try_get(at)?,
+        ci_revision: r.try_get::<i64, _>(at + 1)? as u32,
+        setting_id: r.try_get(at + 2)?,
+        state: r.try_get(at + 3)?,
+        severity: r.try_get(at + 4)?,
+        expected: r.try_get(at + 5)?,
+        observed_before: r.try_get(at + 6)?,
+        observed_after: r.try_get(at + 7)?,
+        remediated: r.try_get(at + 8)?,
+        error: r.try_get(at + 9)?,
+    })
+}
+
+/// Takes the row lock every policy-changing transaction takes first.
+pub(crate) async fn lock_policy(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SELECT version FROM policy_state WHERE singleton = 1 FOR UPDATE")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn stored_hash(
+    conn: &mut PgConnection,
+    table: &'static str,
+    id_col: &'static str,
+    id: &str,
+    revision: u32,
+) -> Result<Option<(String, String)>, StoreError> {
+    Ok(sqlx::query_as::<_, (String, String)>(AssertSqlSafe(format!(
+        "SELECT content_hash, source_file FROM {table} WHERE {id_col} = $1 AND revision = $2"
+    )))
+    .bind(id)
+    .bind(i64::from(revision))
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+async fn insert_definition(
+    conn: &mut PgConnection,
+    table: &'static str,
+    id_col: &'static str,
+    d: &DefinitionRecord,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {table} ({id_col}, revision, name, description, definition_json, \
+         definition_toml, content_hash, source_file, imported_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    )))
+    .bind(&d.id)
+    .bind(i64::from(d.revision))
+    .bind(&d.name)
+    .bind(&d.description)
+    .bind(&d.json)
+    .bind(&d.toml)
+    .bind(&d.content_hash)
+    .bind(&d.source_file)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn log_import(
+    conn: &mut PgConnection,
+    kind: &str,
+    d: &DefinitionRecord,
+    action: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO definition_imports (imported_ms, kind, object_id, revision, action, \
+         content_hash, source_file) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(now)
+    .bind(kind)
+    .bind(&d.id)
+    .bind(i64::from(d.revision))
+    .bind(action)
+    .bind(&d.content_hash)
+    .bind(&d.source_file)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn members_of(
+    conn: &mut PgConnection,
+    baseline_id: &str,
+    revision: u32,
+) -> Result<Vec<MemberRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT ci_id, ci_revision, membership, remediate FROM baseline_members \
+         WHERE baseline_id = $1 AND baseline_revision = $2 ORDER BY ordinal",
+    )
+    .bind(baseline_id)
+    .bind(i64::from(revision))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(MemberRecord {
+                ci_id: r.try_get(0)?,
+                ci_revision: r.try_get::<Option<i64>, _>(1)?.map(|v| v as u32),
+                membership: r.try_get(2)?,
+                remediate: r.try_get(3)?,
+            })
+        })
+        .collect()
+}
+
+async fn current_version(conn: &mut PgConnection) -> Result<u64, StoreError> {
+    let v: i64 = sqlx::query_scalar("SELECT version FROM policy_state WHERE singleton = 1")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(v as u64)
+}
+
+/// Raises the policy version to the change time in milliseconds, or by one if that is not
+/// higher (see the SQLite twin for why).
+pub(crate) async fn bump_policy_version(
+    conn: &mut PgConnection,
+    now: i64,
+) -> Result<u64, StoreError> {
+    let v: i64 = sqlx::query_scalar(
+        "UPDATE policy_state SET version = GREATEST(version + 1, $1), changed_ms = $1 \
+         WHERE singleton = 1 RETURNING version",
+    )
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(v as u64)
+}

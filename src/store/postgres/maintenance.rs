@@ -1,0 +1,161 @@
+//! PostgreSQL queries for maintenance task settings and runs (the SQLite twin is
+//! `sqlite_maintenance.rs`; the types are in `maintenance.rs`).
+
+use std::collections::BTreeMap;
+
+use sqlx::Row;
+
+use super::PostgresStore;
+use super::compliance::{bump_policy_version, lock_policy};
+use crate::clock;
+use crate::store::StoreError;
+use crate::store::maintenance::{MaintenanceRun, MaintenanceTask, RunStatus, RunTrigger};
+
+impl PostgresStore {
+    pub async fn maintenance_task(&self, name: &str) -> Result<MaintenanceTask, StoreError> {
+        let r = sqlx::query(
+            "SELECT name, enabled, delete_older_than_days, days_of_week, begin_time, \
+             latest_begin_time, time_zone, updated_ms FROM maintenance_tasks WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("maintenance task {name:?} is missing")))?;
+        let days: String = r.try_get(3)?;
+        Ok(MaintenanceTask {
+            name: r.try_get(0)?,
+            enabled: r.try_get(1)?,
+            delete_older_than_days: r.try_get::<i64, _>(2)? as u32,
+            days_of_week: days
+                .split(',')
+                .map(|d| d.trim().to_string())
+                .filter(|d| !d.is_empty())
+                .collect(),
+            begin_time: r.try_get(4)?,
+            latest_begin_time: r.try_get(5)?,
+            time_zone: r.try_get(6)?,
+            updated_ms: r.try_get(7)?,
+        })
+    }
+
+    pub async fn update_maintenance_task(&self, t: &MaintenanceTask) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        lock_policy(&mut tx).await?;
+        let now = clock::now_ms();
+        let n = sqlx::query(
+            "UPDATE maintenance_tasks SET enabled = $1, delete_older_than_days = $2, \
+             days_of_week = $3, begin_time = $4, latest_begin_time = $5, time_zone = $6, \
+             updated_ms = $7 WHERE name = $8",
+        )
+        .bind(t.enabled)
+        .bind(i64::from(t.delete_older_than_days))
+        .bind(t.days_of_week.join(","))
+        .bind(&t.begin_time)
+        .bind(&t.latest_begin_time)
+        .bind(&t.time_zone)
+        .bind(now)
+        .bind(&t.name)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::Corrupt(format!(
+                "maintenance task {:?} is missing",
+                t.name
+            )));
+        }
+        bump_policy_version(&mut tx, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn start_maintenance_run(
+        &self,
+        task: &str,
+        trigger: RunTrigger,
+        started_ms: i64,
+        cutoff_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "UPDATE maintenance_runs SET status = 'interrupted', ended_ms = $1 \
+             WHERE task = $2 AND status = 'running'",
+        )
+        .bind(started_ms)
+        .bind(task)
+        .execute(&mut *tx)
+        .await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO maintenance_runs (task, trigger, status, started_ms, cutoff_ms) \
+             VALUES ($1, $2, 'running', $3, $4) RETURNING run_id",
+        )
+        .bind(task)
+        .bind(trigger.as_str())
+        .bind(started_ms)
+        .bind(cutoff_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn update_maintenance_run(
+        &self,
+        run_id: i64,
+        status: RunStatus,
+        now_ms: i64,
+        rows_deleted: &BTreeMap<String, u64>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let total: u64 = rows_deleted.values().sum();
+        let json = serde_json::to_string(rows_deleted).expect("a map of counts serializes");
+        sqlx::query(
+            "UPDATE maintenance_runs SET status = $1, ended_ms = $2, rows_deleted = $3, \
+             total_deleted = $4, error = $5 WHERE run_id = $6",
+        )
+        .bind(status.as_str())
+        .bind((status != RunStatus::Running).then_some(now_ms))
+        .bind(json)
+        .bind(total as i64)
+        .bind(error)
+        .bind(run_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn maintenance_runs(
+        &self,
+        task: &str,
+        limit: u32,
+    ) -> Result<Vec<MaintenanceRun>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_id, task, trigger, status, started_ms, ended_ms, cutoff_ms, \
+             rows_deleted, total_deleted, error FROM maintenance_runs \
+             WHERE task = $1 ORDER BY started_ms DESC, run_id DESC LIMIT $2",
+        )
+        .bind(task)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get(3)?;
+                let json: String = r.try_get(7)?;
+                Ok(MaintenanceRun {
+                    run_id: r.try_get(0)?,
+                    task: r.try_get(1)?,
+                    trigger: r.try_get(2)?,
+                    status: RunStatus::parse(&status)?,
+                    started_ms: r.try_get(4)?,
+                    ended_ms: r.try_get(5)?,
+                    cutoff_ms: r.try_get(6)?,
+                    rows_deleted: serde_json::from_str(&json)
+                        .map_err(|e| StoreError::Corrupt(format!("rows_deleted: {e}")))?,
+                    total_deleted: r.try_get::<i64, _>(8)? as u64,
+                    error: r.try_get(9)?,
+                })
+            })
+            .collect()
+    }
+}
