@@ -2,7 +2,11 @@
 //! directories, real child processes where the test is about a process.
 
 mod helpers;
+mod load;
+mod procs;
 
 mod cli;
+mod crash;
 mod error_table;
 mod intake;
+mod outage;
