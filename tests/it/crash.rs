@@ -75,31 +75,32 @@ async fn site_killed_under_load_and_inside_its_transaction_loses_and_doubles_not
     }
 
     // Inside a batch transaction: let a backlog build up with the site down, start it, and kill
-    // it while its write transaction is open.
+    // it while its write transaction is open. A kill that cannot be proven to have landed inside
+    // (the transaction was committing just then) counts as a random one, and we try again.
     const TX_KILLS: u32 = 4;
-    let mut in_tx = 0;
-    for _ in 0..TX_KILLS {
+    let (mut in_tx, mut near_tx) = (0, 0);
+    while in_tx < TX_KILLS {
+        assert!(near_tx < 2 * TX_KILLS, "kills keep missing the transaction");
         site.kill9().await;
         load.wait_for_more(900, Duration::from_secs(60)).await;
         site.start().await;
         if kill_inside_write_transaction(&ws, &mut site).await {
             in_tx += 1;
+        } else {
+            near_tx += 1;
         }
         site.start().await;
     }
-    assert_eq!(
-        in_tx, TX_KILLS,
-        "every such kill must land inside an open write transaction"
-    );
 
     let ledger = load.stop().await;
     let checked = verify_site_db(&ws.site_db(), &ledger, Duration::from_secs(90)).await;
     assert_eq!(checked.reports, ledger.receipted.len());
     println!(
-        "site kill -9: {} kills survived ({RANDOM_KILLS} at random moments, {in_tx} inside an \
-         open write transaction) in {:.1} s; {} reports checked ({} setting rows); 202: {}, \
-         200 after a lost answer: {}",
-        RANDOM_KILLS + in_tx,
+        "site kill -9: {} kills survived ({} at random moments, {in_tx} inside an open write \
+         transaction) in {:.1} s; {} reports checked ({} setting rows); 202: {}, 200 after a \
+         lost answer: {}",
+        RANDOM_KILLS + near_tx + in_tx,
+        RANDOM_KILLS + near_tx,
         started.elapsed().as_secs_f64(),
         checked.reports,
         checked.settings,
