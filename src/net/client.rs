@@ -114,8 +114,9 @@ pub struct HttpClient {
     authority: String,
     sender: Mutex<Option<Sender>>,
     /// Why the current connection ended, when it ended with an error: a request on it only
-    /// sees "channel closed", the connection task sees the cause.
-    conn_error: Arc<std::sync::Mutex<Option<String>>>,
+    /// sees "channel closed", the connection task sees the cause. Tagged with the connection's
+    /// number so that a late report from an older connection is not taken for the current one.
+    conn_error: Arc<std::sync::Mutex<(u64, Option<String>)>>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
 }
@@ -198,10 +199,17 @@ impl HttpClient {
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let io = TokioIo::new(tls);
         let slot = self.conn_error.clone();
-        *lock(&slot) = None;
+        let number = {
+            let mut s = lock(&slot);
+            *s = (s.0 + 1, None);
+            s.0
+        };
         let record = move |r: Result<(), hyper::Error>| {
             if let Err(e) = r {
-                *lock(&slot) = Some(error_chain(&e));
+                let mut s = lock(&slot);
+                if s.0 == number {
+                    s.1 = Some(error_chain(&e));
+                }
             }
         };
         if h2 {
@@ -223,7 +231,7 @@ impl HttpClient {
     /// moment later, so wait for it briefly.
     async fn explain(&self, e: hyper::Error) -> ClientError {
         for _ in 0..20 {
-            if let Some(reason) = lock(&self.conn_error).take() {
+            if let Some(reason) = lock(&self.conn_error).1.take() {
                 return ClientError::Closed {
                     addr: format!("{}:{}", self.host, self.port),
                     reason,
