@@ -9,6 +9,7 @@ pub mod report_json;
 pub mod run;
 pub mod terms;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,6 +186,16 @@ impl Agent {
     /// Loads the agent's state, or enrolls (with the configured secret) when there is none.
     pub async fn open(opts: AgentOptions) -> Result<Self, AgentError> {
         let client = HttpClient::new(&opts.relay_url, opts.tls.clone())?;
+        // The directory holds the device's keys and its unsent reports: owner only. An existing
+        // directory keeps the mode its owner gave it.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&opts.state_dir)
+            .map_err(|source| AgentError::Io {
+                path: opts.state_dir.clone(),
+                source,
+            })?;
         let queue =
             Queue::open(&opts.state_dir.join("queue"), opts.max_queue).map_err(|source| {
                 AgentError::Io {

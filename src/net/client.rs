@@ -44,6 +44,10 @@ pub enum ClientError {
     /// No response within the request timeout.
     #[error("no response within {0:?}")]
     Timeout(Duration),
+    /// The connection ended with an error, such as the TLS alert a TLS 1.3 server sends after
+    /// the handshake when it refuses the client certificate (revoked, unknown CA, missing).
+    #[error("the connection to {addr} failed: {reason}")]
+    Closed { addr: String, reason: String },
 }
 
 /// A complete response.
@@ -109,8 +113,28 @@ pub struct HttpClient {
     server_name: ServerName<'static>,
     authority: String,
     sender: Mutex<Option<Sender>>,
+    /// Why the current connection ended, when it ended with an error: a request on it only
+    /// sees "channel closed", the connection task sees the cause. Tagged with the connection's
+    /// number so that a late report from an older connection is not taken for the current one.
+    conn_error: Arc<std::sync::Mutex<(u64, Option<String>)>>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// "outer: cause: root cause" of an error and its sources.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
 }
 
 impl HttpClient {
@@ -141,6 +165,7 @@ impl HttpClient {
             server_name,
             authority,
             sender: Mutex::new(None),
+            conn_error: Arc::default(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
         })
@@ -173,22 +198,48 @@ impl HttpClient {
         })?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let io = TokioIo::new(tls);
+        let slot = self.conn_error.clone();
+        let number = {
+            let mut s = lock(&slot);
+            *s = (s.0 + 1, None);
+            s.0
+        };
+        let record = move |r: Result<(), hyper::Error>| {
+            if let Err(e) = r {
+                let mut s = lock(&slot);
+                if s.0 == number {
+                    s.1 = Some(error_chain(&e));
+                }
+            }
+        };
         if h2 {
             let (send, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(io)
                 .await?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
+            tokio::spawn(async move { record(conn.await) });
             Ok(Sender::H2(send))
         } else {
             let (send, conn) = http1::handshake(io).await?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
+            tokio::spawn(async move { record(conn.await) });
             Ok(Sender::H1(send))
         }
+    }
+
+    /// The error of a failed request, with the connection's own cause when it has one. The
+    /// request fails as soon as the connection task drops its channel; the cause is recorded a
+    /// moment later, so wait for it briefly.
+    async fn explain(&self, e: hyper::Error) -> ClientError {
+        for _ in 0..20 {
+            if let Some(reason) = lock(&self.conn_error).1.take() {
+                return ClientError::Closed {
+                    addr: format!("{}:{}", self.host, self.port),
+                    reason,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        e.into()
     }
 
     /// Drops the kept-alive connection; the next request opens a new one.
@@ -270,7 +321,7 @@ impl HttpClient {
                 }
                 Err(e) => {
                     *guard = None;
-                    return Err(e.into());
+                    return Err(self.explain(e).await);
                 }
             }
         }

@@ -17,6 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -205,11 +206,13 @@ async fn serve_connection<H: Handler>(
     mut shutdown: watch::Receiver<bool>,
     stats: Arc<ListenerStats>,
 ) {
-    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
+    let accept = acceptor.accept(stream).into_fallible();
+    let tls = match tokio::time::timeout(limits.handshake_timeout, accept).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+        Ok(Err((e, tcp))) => {
             stats.failed_handshakes.fetch_add(1, Ordering::Relaxed);
             debug!(error = %e, "TLS handshake failed");
+            linger(tcp).await;
             return;
         }
         Err(_) => {
@@ -315,6 +318,20 @@ async fn serve_connection<H: Handler>(
         }
     }
     stats.open_connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Closes a connection whose handshake failed without resetting it. A TLS 1.3 client sends its
+/// request right after its half of the handshake, before it learns that its certificate was
+/// refused; closing with that request unread makes the kernel answer with a reset, which can
+/// destroy the alert saying why before the client reads it ("broken pipe" instead of
+/// "certificate revoked"). So: send FIN, then read and discard for a moment.
+async fn linger(mut tcp: TcpStream) {
+    let _ = tcp.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// Reads a request body within the listener's size and time limits.

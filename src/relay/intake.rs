@@ -154,6 +154,13 @@ pub(super) async fn submit(st: &RelayState, req: Request<Incoming>) -> Resp {
         })),
     };
     let (status, accepted_ms) = spool_record(st, message_id, now, record.encode_to_vec()).await?;
+    // Counted here, not in spool_record: enrollments are spooled too but are not submissions.
+    let counter = if status == StatusCode::ACCEPTED {
+        &st.metrics.accepted
+    } else {
+        &st.metrics.duplicates
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let receipt = SubmissionReceipt {
         message_id: message_id.to_string(),
         accepted_unix_ms: accepted_ms,
@@ -261,7 +268,6 @@ async fn spool_record(
     now: i64,
     payload: Vec<u8>,
 ) -> Result<(StatusCode, i64), Refusal> {
-    use std::sync::atomic::Ordering::Relaxed;
     let retry_after = st.intake.overload_retry_after;
     match st
         .spool
@@ -272,14 +278,8 @@ async fn spool_record(
         })
         .await
     {
-        Ok(Appended::New { accepted_ms, .. }) => {
-            st.metrics.accepted.fetch_add(1, Relaxed);
-            Ok((StatusCode::ACCEPTED, accepted_ms))
-        }
-        Ok(Appended::Duplicate { accepted_ms }) => {
-            st.metrics.duplicates.fetch_add(1, Relaxed);
-            Ok((StatusCode::OK, accepted_ms))
-        }
+        Ok(Appended::New { accepted_ms, .. }) => Ok((StatusCode::ACCEPTED, accepted_ms)),
+        Ok(Appended::Duplicate { accepted_ms }) => Ok((StatusCode::OK, accepted_ms)),
         Err(SpoolError::Full) => Err(Refusal::Overloaded { retry_after }),
         Err(e) => {
             error!(error = %e, "spool append failed");

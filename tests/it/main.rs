@@ -3,12 +3,20 @@
 
 mod db;
 mod helpers;
+mod load;
+mod procs;
 
 mod bench;
 mod cli;
 mod compliance;
 mod compliance_cli;
+mod crash;
 mod error_table;
+mod hostile;
+mod hostile_conn;
 mod intake;
+mod keys;
+mod outage;
+mod secrets;
 mod store;
 mod terms;
