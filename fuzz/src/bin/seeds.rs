@@ -178,6 +178,13 @@ fn main() {
     );
     write(
         &root,
+        "baseline_toml",
+        ["ssh-hardening.toml", "kernel-network.toml"]
+            .iter()
+            .map(|f| std::fs::read(examples.join("baselines").join(f)).expect("example baseline")),
+    );
+    write(
+        &root,
         "report_json",
         std::iter::once(std::fs::read(examples.join("report.json")).expect("example report")),
     );
