@@ -13,6 +13,7 @@
 
 pub(crate) mod ceiling;
 pub mod postgres;
+mod rows;
 mod sqlite;
 mod sqlite_compliance;
 mod sqlite_maintenance;

@@ -19,12 +19,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, SqlSafeStr, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::mpsc;
 
+use super::rows::{current_row, cursor_row, setting_view};
 use super::*;
 use crate::clock;
 
@@ -421,7 +420,7 @@ impl SqliteStore {
         .bind(message_id)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(setting_row).collect()
+        rows.iter().map(|r| setting_view(r, 0)).collect()
     }
 
     pub async fn device(&self, device_id: &str) -> Result<Option<DeviceView>, StoreError> {
@@ -818,44 +817,4 @@ async fn apply_transitions(
         qb.build().execute(&mut *conn).await?;
     }
     Ok(())
-}
-
-fn current_row(r: &SqliteRow) -> Result<CurrentRow, StoreError> {
-    let state: String = r.try_get(2)?;
-    Ok(CurrentRow {
-        device_id: r.try_get(0)?,
-        baseline_id: r.try_get(1)?,
-        state: state.parse().map_err(StoreError::Corrupt)?,
-        evaluated_ms: r.try_get(3)?,
-        message_id: r.try_get(4)?,
-        open_history_id: r.try_get(5)?,
-    })
-}
-
-fn cursor_row(r: &SqliteRow) -> Result<RelayCursor, StoreError> {
-    Ok(RelayCursor {
-        relay_id: r.try_get(0)?,
-        spool_id: r.try_get(1)?,
-        through_seq: r.try_get::<i64, _>(2)? as u64,
-        url: r.try_get(3)?,
-        last_pull_ms: r.try_get(4)?,
-        last_seq: r.try_get::<i64, _>(5)? as u64,
-        pending_records: r.try_get::<i64, _>(6)? as u64,
-        pending_bytes: r.try_get::<i64, _>(7)? as u64,
-    })
-}
-
-fn setting_row(r: &SqliteRow) -> Result<SettingView, StoreError> {
-    Ok(SettingView {
-        ci_id: r.try_get(0)?,
-        ci_revision: r.try_get::<i64, _>(1)? as u32,
-        setting_id: r.try_get(2)?,
-        state: r.try_get(3)?,
-        severity: r.try_get(4)?,
-        expected: r.try_get(5)?,
-        observed_before: r.try_get(6)?,
-        observed_after: r.try_get(7)?,
-        remediated: r.try_get(8)?,
-        error: r.try_get(9)?,
-    })
 }

@@ -1,9 +1,9 @@
 //! SQLite queries for terms and conditions and site settings (see `terms.rs`).
 
-use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::StoreError;
+use super::rows::terms_row;
 use super::sqlite::SqliteStore;
 use super::sqlite_compliance::bump_policy_version;
 use super::terms::*;
@@ -140,25 +140,4 @@ async fn current_in(conn: &mut SqliteConnection) -> Result<Option<TermsRecord>, 
     .fetch_optional(&mut *conn)
     .await?;
     row.as_ref().map(terms_row).transpose()
-}
-
-fn terms_row(r: &SqliteRow) -> Result<TermsRecord, StoreError> {
-    let n = |i: usize| -> Result<u32, StoreError> {
-        let v: i64 = r.try_get(i)?;
-        u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("terms version or edition {v}")))
-    };
-    Ok(TermsRecord {
-        version: n(0)?,
-        edition: n(1)?,
-        text: TermsText {
-            display_name: r.try_get(2)?,
-            description: r.try_get(3)?,
-            title: r.try_get(4)?,
-            summary: r.try_get(5)?,
-            body: r.try_get(6)?,
-            acceptance_statement: r.try_get(7)?,
-        },
-        published_ms: r.try_get(8)?,
-        edited_ms: r.try_get(9)?,
-    })
 }

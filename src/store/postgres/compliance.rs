@@ -7,13 +7,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use super::PostgresStore;
 use crate::clock;
+use crate::store::StoreError;
 use crate::store::compliance::*;
-use crate::store::{SettingView, StoreError};
+use crate::store::rows::{DEF_COLS, DEF_COLS_CI, definition_row, group_noncompliant};
 
 impl PostgresStore {
     pub async fn import_definitions(
@@ -519,61 +519,8 @@ impl PostgresStore {
         .bind(baseline_id)
         .fetch_all(self.pool())
         .await?;
-        let mut out: Vec<NoncompliantDevice> = Vec::new();
-        for r in &rows {
-            let device_id: String = r.try_get(0)?;
-            if out.last().is_none_or(|d| d.device_id != device_id) {
-                out.push(NoncompliantDevice {
-                    device_id,
-                    hostname: r.try_get(1)?,
-                    baseline_revision: r.try_get::<i64, _>(2)? as u32,
-                    max_severity: r.try_get(3)?,
-                    evaluated_ms: r.try_get(4)?,
-                    settings: vec![],
-                });
-            }
-            if r.try_get::<Option<String>, _>(5)?.is_some() {
-                let s = setting_view(r, 5)?;
-                if let Some(d) = out.last_mut() {
-                    d.settings.push(s);
-                }
-            }
-        }
-        Ok(out)
+        group_noncompliant(&rows)
     }
-}
-
-const DEF_COLS: &str = "baseline_id, revision, name, description, definition_json, \
-                        definition_toml, content_hash, source_file";
-const DEF_COLS_CI: &str = "ci_id, revision, name, description, definition_json, \
-                           definition_toml, content_hash, source_file";
-
-fn definition_row(r: &PgRow) -> Result<DefinitionRecord, StoreError> {
-    Ok(DefinitionRecord {
-        id: r.try_get(0)?,
-        revision: r.try_get::<i64, _>(1)? as u32,
-        name: r.try_get(2)?,
-        description: r.try_get(3)?,
-        json: r.try_get(4)?,
-        toml: r.try_get(5)?,
-        content_hash: r.try_get(6)?,
-        source_file: r.try_get(7)?,
-    })
-}
-
-fn setting_view(r: &PgRow, at: usize) -> Result<SettingView, StoreError> {
-    Ok(SettingView {
-        ci_id: r.try_get(at)?,
-        ci_revision: r.try_get::<i64, _>(at + 1)? as u32,
-        setting_id: r.try_get(at + 2)?,
-        state: r.try_get(at + 3)?,
-        severity: r.try_get(at + 4)?,
-        expected: r.try_get(at + 5)?,
-        observed_before: r.try_get(at + 6)?,
-        observed_after: r.try_get(at + 7)?,
-        remediated: r.try_get(at + 8)?,
-        error: r.try_get(at + 9)?,
-    })
 }
 
 /// Takes the row lock every policy-changing transaction takes first.

@@ -35,10 +35,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use tracing::{instrument, warn};
 
+use super::rows::{current_row, cursor_row};
 use super::sqlite::{embedded, migrator};
 use super::*;
 use crate::clock;
@@ -363,31 +364,6 @@ impl PostgresStore {
                 .await?,
         )
     }
-}
-
-fn current_row(r: &PgRow) -> Result<CurrentRow, StoreError> {
-    let state: String = r.try_get(2)?;
-    Ok(CurrentRow {
-        device_id: r.try_get(0)?,
-        baseline_id: r.try_get(1)?,
-        state: state.parse().map_err(StoreError::Corrupt)?,
-        evaluated_ms: r.try_get(3)?,
-        message_id: r.try_get(4)?,
-        open_history_id: r.try_get(5)?,
-    })
-}
-
-fn cursor_row(r: &PgRow) -> Result<RelayCursor, StoreError> {
-    Ok(RelayCursor {
-        relay_id: r.try_get(0)?,
-        spool_id: r.try_get(1)?,
-        through_seq: r.try_get::<i64, _>(2)? as u64,
-        url: r.try_get(3)?,
-        last_pull_ms: r.try_get(4)?,
-        last_seq: r.try_get::<i64, _>(5)? as u64,
-        pending_records: r.try_get::<i64, _>(6)? as u64,
-        pending_bytes: r.try_get::<i64, _>(7)? as u64,
-    })
 }
 
 /// `url` with any password (in the authority or a `password=` parameter) replaced, for messages

@@ -1,13 +1,13 @@
 //! PostgreSQL queries for terms and conditions and site settings (the SQLite twin is
 //! `sqlite_terms.rs`; the types and the publication plan are in `terms.rs`).
 
-use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::PostgresStore;
 use super::compliance::{bump_policy_version, lock_policy};
 use crate::clock;
 use crate::store::StoreError;
+use crate::store::rows::terms_row;
 use crate::store::terms::*;
 
 const TERMS_COLS: &str = "version, edition, display_name, description, title, summary, body, \
@@ -142,25 +142,4 @@ async fn current_in(conn: &mut PgConnection) -> Result<Option<TermsRecord>, Stor
     .fetch_optional(&mut *conn)
     .await?;
     row.as_ref().map(terms_row).transpose()
-}
-
-fn terms_row(r: &PgRow) -> Result<TermsRecord, StoreError> {
-    let n = |i: usize| -> Result<u32, StoreError> {
-        let v: i64 = r.try_get(i)?;
-        u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("terms version or edition {v}")))
-    };
-    Ok(TermsRecord {
-        version: n(0)?,
-        edition: n(1)?,
-        text: TermsText {
-            display_name: r.try_get(2)?,
-            description: r.try_get(3)?,
-            title: r.try_get(4)?,
-            summary: r.try_get(5)?,
-            body: r.try_get(6)?,
-            acceptance_statement: r.try_get(7)?,
-        },
-        published_ms: r.try_get(8)?,
-        edited_ms: r.try_get(9)?,
-    })
 }

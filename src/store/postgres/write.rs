@@ -36,9 +36,10 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, SqlSafeStr};
 
 use super::copy::CopyWriter;
-use super::{current_row, partitions};
+use super::partitions;
 use crate::clock;
 use crate::compliance::Rollup;
+use crate::store::rows::current_row;
 use crate::store::{
     AcceptanceRow, DeviceDetails, HistoryRef, Plan, ReportRow, StoreError, WriteBatch,
     WriteOutcome, fold_devices, plan_transitions,

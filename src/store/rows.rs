@@ -1,0 +1,163 @@
+//! Row-to-record conversions shared by the two backends. The queries differ by dialect; the
+//! rows they return have the same columns in the same order, so each record is read from a row
+//! in one place.
+
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Decode, Postgres, Row, Sqlite, Type};
+
+use super::compliance::{DefinitionRecord, NoncompliantDevice};
+use super::terms::{TermsRecord, TermsText};
+use super::{CurrentRow, RelayCursor, SettingView, StoreError};
+
+/// A value both backends decode the same way.
+pub(crate) trait Value:
+    for<'r> Decode<'r, Sqlite> + Type<Sqlite> + for<'r> Decode<'r, Postgres> + Type<Postgres>
+{
+}
+
+impl<T> Value for T where
+    T: for<'r> Decode<'r, Sqlite> + Type<Sqlite> + for<'r> Decode<'r, Postgres> + Type<Postgres>
+{
+}
+
+/// A result row of either backend, read by column position.
+pub(crate) trait Cols {
+    fn col<T: Value>(&self, i: usize) -> Result<T, StoreError>;
+
+    /// A non-negative count or sequence number.
+    fn count(&self, i: usize) -> Result<u64, StoreError> {
+        let v: i64 = self.col(i)?;
+        u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative count {v}")))
+    }
+
+    /// A revision, version or edition number.
+    fn number(&self, i: usize) -> Result<u32, StoreError> {
+        let v: i64 = self.col(i)?;
+        u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("number out of range: {v}")))
+    }
+}
+
+impl Cols for SqliteRow {
+    fn col<T: Value>(&self, i: usize) -> Result<T, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+}
+
+impl Cols for PgRow {
+    fn col<T: Value>(&self, i: usize) -> Result<T, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+}
+
+/// `device_id, baseline_id, state, evaluated_ms, message_id, open_history_id`.
+pub(crate) fn current_row(r: &impl Cols) -> Result<CurrentRow, StoreError> {
+    let state: String = r.col(2)?;
+    Ok(CurrentRow {
+        device_id: r.col(0)?,
+        baseline_id: r.col(1)?,
+        state: state.parse().map_err(StoreError::Corrupt)?,
+        evaluated_ms: r.col(3)?,
+        message_id: r.col(4)?,
+        open_history_id: r.col(5)?,
+    })
+}
+
+/// `relay_id, spool_id, through_seq, url, last_pull_ms, last_seq, pending_records,
+/// pending_bytes`.
+pub(crate) fn cursor_row(r: &impl Cols) -> Result<RelayCursor, StoreError> {
+    Ok(RelayCursor {
+        relay_id: r.col(0)?,
+        spool_id: r.col(1)?,
+        through_seq: r.count(2)?,
+        url: r.col(3)?,
+        last_pull_ms: r.col(4)?,
+        last_seq: r.count(5)?,
+        pending_records: r.count(6)?,
+        pending_bytes: r.count(7)?,
+    })
+}
+
+/// Ten setting columns from position `at`: `ci_id, ci_revision, setting_id, state, severity,
+/// expected, observed_before, observed_after, remediated, error`.
+pub(crate) fn setting_view(r: &impl Cols, at: usize) -> Result<SettingView, StoreError> {
+    Ok(SettingView {
+        ci_id: r.col(at)?,
+        ci_revision: r.number(at + 1)?,
+        setting_id: r.col(at + 2)?,
+        state: r.col(at + 3)?,
+        severity: r.col(at + 4)?,
+        expected: r.col(at + 5)?,
+        observed_before: r.col(at + 6)?,
+        observed_after: r.col(at + 7)?,
+        remediated: r.col(at + 8)?,
+        error: r.col(at + 9)?,
+    })
+}
+
+/// The columns [`definition_row`] reads, for baselines and for configuration items.
+pub(crate) const DEF_COLS: &str = "baseline_id, revision, name, description, definition_json, \
+                                   definition_toml, content_hash, source_file";
+pub(crate) const DEF_COLS_CI: &str = "ci_id, revision, name, description, definition_json, \
+                                      definition_toml, content_hash, source_file";
+
+pub(crate) fn definition_row(r: &impl Cols) -> Result<DefinitionRecord, StoreError> {
+    Ok(DefinitionRecord {
+        id: r.col(0)?,
+        revision: r.number(1)?,
+        name: r.col(2)?,
+        description: r.col(3)?,
+        json: r.col(4)?,
+        toml: r.col(5)?,
+        content_hash: r.col(6)?,
+        source_file: r.col(7)?,
+    })
+}
+
+/// `version, edition, display_name, description, title, summary, body, acceptance_statement,
+/// published_ms, edited_ms`.
+pub(crate) fn terms_row(r: &impl Cols) -> Result<TermsRecord, StoreError> {
+    Ok(TermsRecord {
+        version: r.number(0)?,
+        edition: r.number(1)?,
+        text: TermsText {
+            display_name: r.col(2)?,
+            description: r.col(3)?,
+            title: r.col(4)?,
+            summary: r.col(5)?,
+            body: r.col(6)?,
+            acceptance_statement: r.col(7)?,
+        },
+        published_ms: r.col(8)?,
+        edited_ms: r.col(9)?,
+    })
+}
+
+/// Groups rows of `device_id, hostname, baseline_revision, max_severity, evaluated_ms` followed
+/// by the ten setting columns (all NULL for a device without failing settings), ordered by
+/// device, into one record per device.
+pub(crate) fn group_noncompliant(
+    rows: &[impl Cols],
+) -> Result<Vec<NoncompliantDevice>, StoreError> {
+    let mut out: Vec<NoncompliantDevice> = Vec::new();
+    for r in rows {
+        let device_id: String = r.col(0)?;
+        if out.last().is_none_or(|d| d.device_id != device_id) {
+            out.push(NoncompliantDevice {
+                device_id,
+                hostname: r.col(1)?,
+                baseline_revision: r.number(2)?,
+                max_severity: r.col(3)?,
+                evaluated_ms: r.col(4)?,
+                settings: vec![],
+            });
+        }
+        if r.col::<Option<String>>(5)?.is_some() {
+            let s = setting_view(r, 5)?;
+            if let Some(d) = out.last_mut() {
+                d.settings.push(s);
+            }
+        }
+    }
+    Ok(out)
+}
