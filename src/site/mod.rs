@@ -12,7 +12,9 @@
 //! makes the day partitions ahead of time, hourly.
 
 pub mod admin;
+pub mod console;
 pub mod decode;
+pub mod metrics;
 pub mod policy;
 
 use std::net::SocketAddr;
@@ -125,6 +127,8 @@ impl RelayStatus {
 pub struct SiteMetrics {
     pub write_latency: Histogram,
     pub db_errors: AtomicU64,
+    /// Fed by the retention task: rows deleted per table.
+    pub retention_rows_deleted: metrics::RowsDeleted,
 }
 
 impl Default for SiteMetrics {
@@ -132,6 +136,7 @@ impl Default for SiteMetrics {
         Self {
             write_latency: Histogram::new(LATENCY_BUCKETS),
             db_errors: AtomicU64::new(0),
+            retention_rows_deleted: metrics::RowsDeleted::default(),
         }
     }
 }
@@ -243,7 +248,11 @@ pub fn start(opts: SiteOptions) -> Result<SiteHandle, SiteError> {
     );
     let (admin, admin_addr) = match opts.admin {
         Some(a) => {
-            let h = admin::start(a, opts.store.clone(), refresh.clone())?;
+            let site = admin::SiteView {
+                metrics: metrics.clone(),
+                relays: relays.clone(),
+            };
+            let h = admin::start(a, opts.store.clone(), refresh.clone(), site)?;
             info!(addr = %h.addr, "admin API listening");
             let addr = h.addr;
             (Some(h), Some(addr))

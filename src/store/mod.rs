@@ -15,6 +15,7 @@ pub(crate) mod ceiling;
 pub mod postgres;
 mod sqlite;
 mod sqlite_compliance;
+mod sqlite_console;
 mod sqlite_maintenance;
 mod sqlite_terms;
 
@@ -279,6 +280,8 @@ macro_rules! dispatch {
 
 mod compliance;
 pub use compliance::*;
+mod console;
+pub use console::*;
 mod maintenance;
 pub use maintenance::*;
 mod terms;

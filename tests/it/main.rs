@@ -16,6 +16,7 @@ mod hostile;
 mod hostile_conn;
 mod intake;
 mod keys;
+mod metrics;
 mod outage;
 mod secrets;
 mod store;
