@@ -7,9 +7,11 @@ mod load;
 mod procs;
 
 mod bench;
+mod browser;
 mod cli;
 mod compliance;
 mod compliance_cli;
+mod console;
 mod crash;
 mod error_table;
 mod hostile;

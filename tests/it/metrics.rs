@@ -140,11 +140,12 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
         if let Some(rest) = line.strip_prefix('#') {
             let mut parts = rest.trim_start().splitn(3, ' ');
             match (parts.next(), parts.next(), parts.next()) {
-                (Some("HELP"), Some(name), _) => {
-                    if !is_name(name) || helps.insert(name.to_string(), ()).is_some() {
-                        return Err(err("bad or repeated HELP".into()));
-                    }
+                (Some("HELP"), Some(name), _)
+                    if !is_name(name) || helps.insert(name.to_string(), ()).is_some() =>
+                {
+                    return Err(err("bad or repeated HELP".into()));
                 }
+                (Some("HELP"), Some(_), _) => {}
                 (Some("TYPE"), Some(name), Some(kind)) => {
                     if !is_name(name) {
                         return Err(err("bad metric name".into()));

@@ -1,11 +1,13 @@
-//! The site's admin API: JSON over HTTPS, on loopback by default, every route but `/healthz`
-//! behind `Authorization: Bearer <token>` (the token is read from a 0600 file and compared in
-//! constant time). Errors are JSON `{"code", "message"}` with the status of the one error table
+//! The site's admin API: JSON over HTTPS, on loopback by default, every route but `/healthz`,
+//! `/readyz`, `/privacy` and the console's login behind `Authorization: Bearer <token>` (the
+//! token is read from a 0600 file and compared in constant time). Errors are JSON `{"code", "message"}` with the status of the one error table
 //! ([`crate::wire::Refusal`]).
 //!
 //! Routes live with their area: [`compliance`] registers the compliance reports, [`terms`] the
 //! terms and conditions and the privacy page (the one page served without the token, since it
-//! is meant for users); later areas add a file and a line to [`routes`].
+//! is meant for users); later areas add a file and a line to [`routes`]. The web console
+//! ([`crate::site::console`]) shares the listener: its pages also accept a session cookie got
+//! by logging in with the token. `/metrics` serves the site's metrics (token required).
 
 pub mod compliance;
 pub mod router;
