@@ -3,35 +3,42 @@
 use sqlx::Row;
 
 use super::StoreError;
-use super::console::{DAY_MS, DeviceRow, TrendPoint};
+use super::console::{DAY_MS, DeviceRow, TrendSpan};
 use super::sqlite::SqliteStore;
 
 impl SqliteStore {
-    pub async fn compliance_trend(
+    pub async fn trend_spans(
         &self,
+        first_ms: i64,
         end_ms: i64,
         days: u32,
-    ) -> Result<Vec<TrendPoint>, StoreError> {
+    ) -> Result<Vec<TrendSpan>, StoreError> {
+        // Instant i is first + i days; an interval [started, ended) covers the instants from
+        // ceil((started - first) / day) to ceil((ended - first) / day) - 1.
         let rows = sqlx::query(
-            "WITH RECURSIVE instants(i, t) AS ( \
-               SELECT 0, ?1 UNION ALL SELECT i + 1, t - ?2 FROM instants WHERE i + 1 < ?3) \
-             SELECT h.baseline_id, d.t, h.state, COUNT(*) FROM instants d \
-             JOIN compliance_history h \
-               ON h.started_ms <= d.t AND (h.ended_ms IS NULL OR h.ended_ms > d.t) \
-             GROUP BY h.baseline_id, d.t, h.state ORDER BY h.baseline_id, d.t, h.state",
+            "SELECT baseline_id, state, \
+               CASE WHEN started_ms <= ?1 THEN 0 ELSE (started_ms - ?1 + ?3 - 1) / ?3 END, \
+               CASE WHEN ended_ms IS NULL THEN ?4 \
+                    ELSE MIN(?4, (ended_ms - ?1 + ?3 - 1) / ?3 - 1) END AS last, \
+               COUNT(*) \
+             FROM compliance_history \
+             WHERE started_ms <= ?2 AND (ended_ms IS NULL OR ended_ms > ?1) \
+             GROUP BY 1, 2, 3, 4",
         )
+        .bind(first_ms)
         .bind(end_ms)
         .bind(DAY_MS)
-        .bind(i64::from(days))
+        .bind(i64::from(days) - 1)
         .fetch_all(&self.reader)
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(TrendPoint {
+                Ok(TrendSpan {
                     baseline_id: r.try_get(0)?,
-                    at_ms: r.try_get(1)?,
-                    state: r.try_get(2)?,
-                    devices: r.try_get::<i64, _>(3)? as u64,
+                    state: r.try_get(1)?,
+                    first: r.try_get(2)?,
+                    last: r.try_get(3)?,
+                    devices: r.try_get::<i64, _>(4)? as u64,
                 })
             })
             .collect()

@@ -390,3 +390,84 @@ async fn the_console_shows_the_database_and_guards_its_forms(db: TestDb) {
     let r = b.send(Method::GET, "/console/devices", None).await;
     assert_eq!((r.status.as_u16(), location(&r)), (303, "/console/login"));
 }
+
+both_backends!(the_trend_counts_each_day_from_the_history);
+async fn the_trend_counts_each_day_from_the_history(db: TestDb) {
+    use std::collections::BTreeMap;
+
+    use mprelay::net::HttpVersion;
+
+    use crate::helpers::{RawDevice, describe};
+
+    let sys = TestSystem::start_on(&db.url).await;
+    let c = sys.agent_client(HttpVersion::Http2);
+    let now = mprelay::clock::now_ms();
+    let hour = 3_600_000;
+    // Reports evaluated days ago, in order per device, states varying with the seed.
+    let times = [
+        now - 20 * DAY_MS - 5 * hour,
+        now - 7 * DAY_MS + hour,
+        now - 2 * DAY_MS - 3 * hour,
+        now - hour,
+    ];
+    let mut devices = Vec::new();
+    let mut sent = 0;
+    for d in 0..5u64 {
+        let dev = RawDevice::enroll(&c, &sys.enrollment_secret()).await;
+        for (k, t) in times.iter().enumerate().skip(d as usize % 2) {
+            let mut report = mprelay::sample::report(0, d * 31 + k as u64 * 7);
+            report.evaluated_unix_ms = *t;
+            let id = mprelay::ids::MessageId::new().to_string();
+            let sealed = dev.seal(&dev.submission(&id, *t, report));
+            let body = Bytes::from(prost::Message::encode_to_vec(&sealed));
+            let r = c.post("/v1/submissions", body).await.unwrap();
+            assert_eq!(r.status, 202, "{}", describe(&r));
+            sent += 1;
+        }
+        devices.push(dev.signer.device_id().hex());
+    }
+    sys.wait_for_reports(sent).await;
+
+    // By brute force from each device's history: who was in which state at each instant.
+    let mut expected: BTreeMap<(String, i64, String), u64> = BTreeMap::new();
+    let mut states = std::collections::BTreeSet::new();
+    for id in &devices {
+        let dc = sys.store.device_compliance(id).await.unwrap().unwrap();
+        for b in &dc.baselines {
+            for i in 0..30 {
+                let t = now - i * DAY_MS;
+                for h in &b.history {
+                    states.insert(h.state.clone());
+                    if h.started_ms <= t && h.ended_ms.is_none_or(|e| e > t) {
+                        *expected
+                            .entry((b.current.baseline_id.clone(), t, h.state.clone()))
+                            .or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        states.len() >= 2,
+        "the reports should vary in state: {states:?}"
+    );
+    let got: BTreeMap<(String, i64, String), u64> = sys
+        .store
+        .compliance_trend(now, 30)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| ((p.baseline_id, p.at_ms, p.state), p.devices))
+        .collect();
+    assert_eq!(got, expected);
+    // 21 days ago nobody had reported; 20 days ago the three devices that report from then on.
+    let total_at = |days: i64| {
+        got.iter()
+            .filter(|((_, t, _), _)| *t == now - days * DAY_MS)
+            .map(|(_, n)| *n)
+            .sum::<u64>()
+    };
+    assert_eq!(total_at(21), 0);
+    assert_eq!(total_at(20), 3);
+    assert_eq!(total_at(0), 5);
+}

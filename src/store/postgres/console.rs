@@ -5,34 +5,41 @@ use sqlx::Row;
 
 use super::PostgresStore;
 use crate::store::StoreError;
-use crate::store::console::{DAY_MS, DeviceRow, TrendPoint};
+use crate::store::console::{DAY_MS, DeviceRow, TrendSpan};
 
 impl PostgresStore {
-    pub async fn compliance_trend(
+    pub async fn trend_spans(
         &self,
+        first_ms: i64,
         end_ms: i64,
         days: u32,
-    ) -> Result<Vec<TrendPoint>, StoreError> {
+    ) -> Result<Vec<TrendSpan>, StoreError> {
+        // As in SQLite: the instants an interval covers, by index from the oldest.
         let rows = sqlx::query(
-            "SELECT h.baseline_id, d.t, h.state, COUNT(*)::bigint \
-             FROM (SELECT $1::bigint - i * $2::bigint AS t \
-                   FROM generate_series(0, $3::bigint - 1) AS i) d \
-             JOIN compliance_history h \
-               ON h.started_ms <= d.t AND (h.ended_ms IS NULL OR h.ended_ms > d.t) \
-             GROUP BY h.baseline_id, d.t, h.state ORDER BY h.baseline_id, d.t, h.state",
+            "SELECT baseline_id, state, \
+               CASE WHEN started_ms <= $1 THEN 0::bigint \
+                    ELSE (started_ms - $1 + $3 - 1) / $3 END AS first, \
+               CASE WHEN ended_ms IS NULL THEN $4::bigint \
+                    ELSE LEAST($4::bigint, (ended_ms - $1 + $3 - 1) / $3 - 1) END AS last, \
+               COUNT(*)::bigint \
+             FROM compliance_history \
+             WHERE started_ms <= $2 AND (ended_ms IS NULL OR ended_ms > $1) \
+             GROUP BY 1, 2, 3, 4",
         )
+        .bind(first_ms)
         .bind(end_ms)
         .bind(DAY_MS)
-        .bind(i64::from(days))
+        .bind(i64::from(days) - 1)
         .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(TrendPoint {
+                Ok(TrendSpan {
                     baseline_id: r.try_get(0)?,
-                    at_ms: r.try_get(1)?,
-                    state: r.try_get(2)?,
-                    devices: r.try_get::<i64, _>(3)? as u64,
+                    state: r.try_get(1)?,
+                    first: r.try_get(2)?,
+                    last: r.try_get(3)?,
+                    devices: r.try_get::<i64, _>(4)? as u64,
                 })
             })
             .collect()
