@@ -371,6 +371,30 @@ impl RelayState {
             );
             metrics::header(
                 &mut out,
+                "mprelay_relay_accepted_connections_total",
+                "counter",
+                "Agent connections accepted.",
+            );
+            metrics::sample(
+                &mut out,
+                "mprelay_relay_accepted_connections_total",
+                "",
+                st.accepted_connections.load(Ordering::Relaxed),
+            );
+            metrics::header(
+                &mut out,
+                "mprelay_relay_failed_handshakes_total",
+                "counter",
+                "Agent connections whose TLS handshake failed.",
+            );
+            metrics::sample(
+                &mut out,
+                "mprelay_relay_failed_handshakes_total",
+                "",
+                st.failed_handshakes.load(Ordering::Relaxed),
+            );
+            metrics::header(
+                &mut out,
                 "mprelay_relay_refused_connections_total",
                 "counter",
                 "Agent connections closed at the connection cap.",

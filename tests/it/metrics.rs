@@ -358,6 +358,8 @@ async fn relay_and_site_metrics_parse_and_count_the_traffic() {
         6.0
     );
     assert!(m.value("mprelay_relay_open_connections", &[]) >= 1.0);
+    assert!(m.value("mprelay_relay_accepted_connections_total", &[]) >= 1.0);
+    assert_eq!(m.value("mprelay_relay_failed_handshakes_total", &[]), 0.0);
     for t in ["counter", "gauge", "histogram"] {
         assert!(m.types.values().any(|k| k == t), "no {t} in {text}");
     }
@@ -408,4 +410,10 @@ async fn relay_and_site_metrics_parse_and_count_the_traffic() {
             assert!(text.starts_with(body), "{path}: {text:?}");
         }
     }
+
+    // The site is not ready while its database does not answer.
+    sys.store.close().await;
+    let (st, _, text) = get_text(&admin, "/readyz", None).await;
+    assert_eq!(st, 503);
+    assert_eq!(text, "not ready: the site database does not answer\n");
 }
