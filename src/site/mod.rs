@@ -2,7 +2,8 @@
 //! site database in one transaction, and acknowledges the batch to the relay only after that
 //! transaction committed. Delivery is at-least-once with writes idempotent on message id, so a
 //! kill at any moment neither loses nor doubles a report. It also pushes the policy to every
-//! relay ([`policy`]) and serves the admin API ([`admin`]).
+//! relay ([`policy`]) and serves the admin API ([`admin`]), the web console ([`console`]) and its
+//! metrics ([`metrics`]).
 //!
 //! Each relay has its own puller task, so relays are pulled and written at once. A puller
 //! fetches and decodes (signature checks included) the next batch while the database writes the

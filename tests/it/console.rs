@@ -389,6 +389,16 @@ async fn the_console_shows_the_database_and_guards_its_forms(db: TestDb) {
     );
     let r = b.send(Method::GET, "/console/devices", None).await;
     assert_eq!((r.status.as_u16(), location(&r)), (303, "/console/login"));
+
+    // Guessing is throttled: after 10 failed logins (one was above), even the right token
+    // waits for the minute to pass.
+    for _ in 0..9 {
+        assert_eq!(b.login("guess-guess-guess").await.status, 401);
+    }
+    let r = b.login(&token).await;
+    assert_eq!(r.status, 429);
+    assert!(body(&r).contains("Too many failed logins"));
+    assert!(r.headers.get("set-cookie").is_none());
 }
 
 both_backends!(the_trend_counts_each_day_from_the_history);

@@ -237,7 +237,18 @@ async fn login(ctx: Ctx) -> Reply {
             login_form(Some("Enter the admin token.")),
         ));
     }
+    let now = std::time::Instant::now();
+    if !ctx.state.sessions.login_allowed(now) {
+        warn!("console login refused: too many failed logins");
+        return Ok(html_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            login_form(Some(
+                "Too many failed logins in the last minute. Wait a minute and try again.",
+            )),
+        ));
+    }
     if !ctx.state.is_token(token) {
+        ctx.state.sessions.login_failed(now);
         warn!("console login refused: wrong token");
         return Ok(html_response(
             StatusCode::UNAUTHORIZED,

@@ -33,9 +33,17 @@ impl Session {
     }
 }
 
-/// The sessions of this process (a restart logs everyone out).
+/// Failed logins allowed per [`FAILURE_WINDOW`], from all clients together; past it, logins
+/// are refused until the window moves on (a guess at the token is then worth nothing).
+pub const MAX_FAILURES: usize = 10;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The sessions of this process (a restart logs everyone out), and recent failed logins.
 #[derive(Debug, Default)]
-pub struct Sessions(Mutex<HashMap<[u8; 32], Arc<Session>>>);
+pub struct Sessions(
+    Mutex<HashMap<[u8; 32], Arc<Session>>>,
+    Mutex<std::collections::VecDeque<Instant>>,
+);
 
 impl Sessions {
     /// A new session; returns the cookie value to send.
@@ -66,6 +74,31 @@ impl Sessions {
         let m = self.0.lock().ok()?;
         let s = m.get(&hash(&id))?;
         (s.expires > Instant::now()).then(|| s.clone())
+    }
+
+    /// Whether a login may be tried at `now`: fewer than [`MAX_FAILURES`] failed in the last
+    /// [`FAILURE_WINDOW`].
+    pub fn login_allowed(&self, now: Instant) -> bool {
+        let Ok(mut f) = self.1.lock() else {
+            return false;
+        };
+        while f
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= FAILURE_WINDOW)
+        {
+            f.pop_front();
+        }
+        f.len() < MAX_FAILURES
+    }
+
+    /// Counts a failed login at `now`.
+    pub fn login_failed(&self, now: Instant) {
+        if let Ok(mut f) = self.1.lock() {
+            f.push_back(now);
+            if f.len() > MAX_FAILURES {
+                f.pop_front();
+            }
+        }
     }
 
     /// Ends a session.
@@ -110,6 +143,20 @@ fn hash(id: &str) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_logins_are_throttled_for_a_window() {
+        let sessions = Sessions::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_FAILURES {
+            assert!(sessions.login_allowed(t0 + Duration::from_secs(i as u64)));
+            sessions.login_failed(t0 + Duration::from_secs(i as u64));
+        }
+        assert!(!sessions.login_allowed(t0 + Duration::from_secs(30)));
+        // The first failure leaves the window a minute after it happened.
+        assert!(!sessions.login_allowed(t0 + FAILURE_WINDOW - Duration::from_millis(1)));
+        assert!(sessions.login_allowed(t0 + FAILURE_WINDOW));
+    }
 
     #[test]
     fn a_cookie_finds_its_session_until_logout() {
