@@ -371,6 +371,30 @@ impl RelayState {
             );
             metrics::header(
                 &mut out,
+                "mprelay_relay_accepted_connections_total",
+                "counter",
+                "Agent connections accepted.",
+            );
+            metrics::sample(
+                &mut out,
+                "mprelay_relay_accepted_connections_total",
+                "",
+                st.accepted_connections.load(Ordering::Relaxed),
+            );
+            metrics::header(
+                &mut out,
+                "mprelay_relay_failed_handshakes_total",
+                "counter",
+                "Agent connections whose TLS handshake failed.",
+            );
+            metrics::sample(
+                &mut out,
+                "mprelay_relay_failed_handshakes_total",
+                "",
+                st.failed_handshakes.load(Ordering::Relaxed),
+            );
+            metrics::header(
+                &mut out,
                 "mprelay_relay_refused_connections_total",
                 "counter",
                 "Agent connections closed at the connection cap.",
@@ -511,6 +535,7 @@ impl Handler for AgentFacing {
             (&Method::POST, "/v1/enroll") => Box::pin(intake::enroll(st, req, &peer)).await,
             (&Method::POST, "/v1/policy") => Box::pin(intake::policy(st, req)).await,
             (&Method::GET, "/healthz") => Ok(text(200, "ok\n")),
+            (&Method::GET, "/readyz") => Ok(readyz(st)),
             (_, "/v1/submissions" | "/v1/enroll" | "/v1/policy") => Err(Refusal::MethodNotAllowed),
             _ => Err(Refusal::NotFound),
         };
@@ -534,11 +559,20 @@ impl Handler for SiteFacing {
             (&Method::PUT, "/v1/policy") => forward::put_policy(st, req).await,
             (&Method::GET, "/metrics") => Ok(text(200, &st.render_metrics())),
             (&Method::GET, "/healthz") => Ok(text(200, "ok\n")),
+            (&Method::GET, "/readyz") => Ok(readyz(st)),
             (_, "/v1/forward" | "/v1/forward/ack" | "/v1/policy") => Err(Refusal::MethodNotAllowed),
             _ => Err(Refusal::NotFound),
         };
         result.unwrap_or_else(|r| r.into_response())
     }
+}
+
+/// Ready to take reports: the spool is open and the listeners serve (both hold once `start`
+/// returned, and this is answered by one of them). A full spool refuses single submissions
+/// with `overloaded` and a retry time instead of turning the relay unready, so agents back off
+/// rather than a load balancer dropping the relay.
+fn readyz(st: &RelayState) -> Response<Full<Bytes>> {
+    text(200, &format!("ready\nspool {}\n", st.spool.spool_id()))
 }
 
 pub(crate) fn text(status: u16, body: &str) -> Response<Full<Bytes>> {

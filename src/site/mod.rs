@@ -2,7 +2,8 @@
 //! site database in one transaction, and acknowledges the batch to the relay only after that
 //! transaction committed. Delivery is at-least-once with writes idempotent on message id, so a
 //! kill at any moment neither loses nor doubles a report. It also pushes the policy to every
-//! relay ([`policy`]) and serves the admin API ([`admin`]).
+//! relay ([`policy`]) and serves the admin API ([`admin`]), the web console ([`console`]) and its
+//! metrics ([`metrics`]).
 //!
 //! Each relay has its own puller task, so relays are pulled and written at once. A puller
 //! fetches and decodes (signature checks included) the next batch while the database writes the
@@ -12,7 +13,9 @@
 //! makes the day partitions ahead of time, hourly.
 
 pub mod admin;
+pub mod console;
 pub mod decode;
+pub mod metrics;
 pub mod policy;
 
 use std::net::SocketAddr;
@@ -125,6 +128,8 @@ impl RelayStatus {
 pub struct SiteMetrics {
     pub write_latency: Histogram,
     pub db_errors: AtomicU64,
+    /// Fed by the retention task: rows deleted per table.
+    pub retention_rows_deleted: metrics::RowsDeleted,
 }
 
 impl Default for SiteMetrics {
@@ -132,6 +137,7 @@ impl Default for SiteMetrics {
         Self {
             write_latency: Histogram::new(LATENCY_BUCKETS),
             db_errors: AtomicU64::new(0),
+            retention_rows_deleted: metrics::RowsDeleted::default(),
         }
     }
 }
@@ -243,7 +249,11 @@ pub fn start(opts: SiteOptions) -> Result<SiteHandle, SiteError> {
     );
     let (admin, admin_addr) = match opts.admin {
         Some(a) => {
-            let h = admin::start(a, opts.store.clone(), refresh.clone())?;
+            let site = admin::SiteView {
+                metrics: metrics.clone(),
+                relays: relays.clone(),
+            };
+            let h = admin::start(a, opts.store.clone(), refresh.clone(), site)?;
             info!(addr = %h.addr, "admin API listening");
             let addr = h.addr;
             (Some(h), Some(addr))

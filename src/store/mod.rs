@@ -16,6 +16,7 @@ pub mod postgres;
 mod rows;
 mod sqlite;
 mod sqlite_compliance;
+mod sqlite_console;
 mod sqlite_maintenance;
 mod sqlite_terms;
 
@@ -280,6 +281,8 @@ macro_rules! dispatch {
 
 mod compliance;
 pub use compliance::*;
+mod console;
+pub use console::*;
 mod maintenance;
 pub use maintenance::*;
 mod terms;

@@ -7,15 +7,18 @@ mod load;
 mod procs;
 
 mod bench;
+mod browser;
 mod cli;
 mod compliance;
 mod compliance_cli;
+mod console;
 mod crash;
 mod error_table;
 mod hostile;
 mod hostile_conn;
 mod intake;
 mod keys;
+mod metrics;
 mod outage;
 mod secrets;
 mod store;

@@ -1,11 +1,13 @@
-//! The site's admin API: JSON over HTTPS, on loopback by default, every route but `/healthz`
-//! behind `Authorization: Bearer <token>` (the token is read from a 0600 file and compared in
-//! constant time). Errors are JSON `{"code", "message"}` with the status of the one error table
+//! The site's admin API: JSON over HTTPS, on loopback by default, every route but `/healthz`,
+//! `/readyz`, `/privacy` and the console's login behind `Authorization: Bearer <token>` (the
+//! token is read from a 0600 file and compared in constant time). Errors are JSON `{"code", "message"}` with the status of the one error table
 //! ([`crate::wire::Refusal`]).
 //!
 //! Routes live with their area: [`compliance`] registers the compliance reports, [`terms`] the
 //! terms and conditions and the privacy page (the one page served without the token, since it
-//! is meant for users); later areas add a file and a line to [`routes`].
+//! is meant for users); later areas add a file and a line to [`routes`]. The web console
+//! ([`crate::site::console`]) shares the listener: its pages also accept a session cookie got
+//! by logging in with the token. `/metrics` serves the site's metrics (token required).
 
 pub mod compliance;
 pub mod router;
@@ -115,8 +117,26 @@ pub struct AdminState {
     pub store: Store,
     /// Asks the policy pusher to rebuild now (after a change the API made).
     pub policy_changed: Arc<Notify>,
+    /// The site server's live state: metrics and relays.
+    pub site: SiteView,
+    /// Console sessions (cookie logins).
+    pub sessions: crate::site::console::Sessions,
     token: AdminToken,
     limits: Limits,
+}
+
+impl AdminState {
+    /// Whether `presented` is the admin token (the console's login form).
+    pub fn is_token(&self, presented: &str) -> bool {
+        self.token.matches(presented)
+    }
+}
+
+/// What the admin listener shows of the running site server.
+#[derive(Clone, Default)]
+pub struct SiteView {
+    pub metrics: Arc<crate::site::SiteMetrics>,
+    pub relays: Vec<Arc<crate::site::RelayStatus>>,
 }
 
 /// Every route of the admin API.
@@ -129,8 +149,45 @@ pub fn routes() -> Router {
         );
         Ok(resp)
     });
+    let r = r
+        .public(Method::GET, "/readyz", readyz)
+        .get("/metrics", metrics);
     let r = compliance::routes(r);
+    let r = crate::site::console::routes(r);
     terms::routes(r)
+}
+
+/// Ready when the site database answers.
+async fn readyz(ctx: Ctx) -> router::Reply {
+    let (status, body) = match ctx.state.store.policy_version().await {
+        Ok(_) => (http::StatusCode::OK, "ready\n"),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check: the site database does not answer");
+            (
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the site database does not answer\n",
+            )
+        }
+    };
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+/// The site server's metrics in the Prometheus text format.
+async fn metrics(ctx: Ctx) -> router::Reply {
+    let site = &ctx.state.site;
+    let body = crate::site::metrics::render(&site.metrics, &site.relays);
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(resp)
 }
 
 /// Starts serving the admin API.
@@ -138,10 +195,13 @@ pub fn start(
     opts: AdminOptions,
     store: Store,
     policy_changed: Arc<Notify>,
+    site: SiteView,
 ) -> Result<ServerHandle, AdminError> {
     let state = Arc::new(AdminState {
         store,
         policy_changed,
+        site,
+        sessions: Default::default(),
         token: opts.token,
         limits: opts.limits.clone(),
     });
@@ -168,18 +228,30 @@ impl Handler for AdminApi {
 impl AdminApi {
     async fn serve(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let (router, state) = (&self.0.0, &self.0.1);
-        let (handler, params, public) = match router.find(req.method(), req.uri().path()) {
+        let (handler, params, public, console) = match router.find(req.method(), req.uri().path()) {
             Found::Route {
                 handler,
                 params,
                 public,
-            } => (handler, params, public),
+                console,
+            } => (handler, params, public, console),
             Found::MethodNotAllowed => return Refusal::MethodNotAllowed.into_json_response(),
             Found::NotFound => return Refusal::NotFound.into_json_response(),
         };
+        let session = if console || public {
+            state.sessions.from_headers(req.headers())
+        } else {
+            None
+        };
         if !public && !authorized(&req, &state.token) {
-            debug!("refused: no valid bearer token");
-            return Refusal::Unauthorized.into_json_response();
+            if console && session.is_some() {
+                // A console page with a valid session cookie.
+            } else if console {
+                return crate::site::console::to_login();
+            } else {
+                debug!("refused: no valid bearer token");
+                return Refusal::Unauthorized.into_json_response();
+            }
         }
         let query = parse_query(req.uri().query());
         let body = if req.method() == Method::GET || req.method() == Method::HEAD {
@@ -198,10 +270,17 @@ impl AdminApi {
             params,
             query,
             body,
+            session,
         };
-        match handler(ctx).await {
-            Ok(resp) => resp,
-            Err(r) => r.into_json_response(),
+        // On a task of its own: a client that drops its connection must not cancel a database
+        // write half-way (a cancelled sqlx query can return its connection in a bad state).
+        match tokio::spawn(handler(ctx)).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(r)) => r.into_json_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "admin handler failed");
+                Refusal::Internal.into_json_response()
+            }
         }
     }
 }

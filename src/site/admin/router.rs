@@ -28,6 +28,8 @@ pub struct Ctx {
     pub query: HashMap<String, String>,
     /// The request body (empty for GET).
     pub body: Bytes,
+    /// The console session the request came with, if any (console routes only).
+    pub session: Option<Arc<crate::site::console::Session>>,
 }
 
 impl Ctx {
@@ -49,6 +51,8 @@ struct Route {
     handler: Handler,
     /// Served without the bearer token (health checks).
     public: bool,
+    /// A console page: a session cookie serves as well as the bearer token.
+    console: bool,
 }
 
 /// The result of looking a request up.
@@ -57,6 +61,7 @@ pub enum Found<'a> {
         handler: &'a Handler,
         params: HashMap<String, String>,
         public: bool,
+        console: bool,
     },
     /// The path exists with other methods.
     MethodNotAllowed,
@@ -81,6 +86,19 @@ impl Router {
         Fut: Future<Output = Reply> + Send + 'static,
     {
         self.add(method, pattern, f, false)
+    }
+
+    /// Adds a console page: served with a console session cookie or the bearer token.
+    pub fn console<F, Fut>(mut self, method: Method, pattern: &'static str, f: F) -> Self
+    where
+        F: Fn(Ctx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Reply> + Send + 'static,
+    {
+        self = self.add(method, pattern, f, false);
+        if let Some(r) = self.routes.last_mut() {
+            r.console = true;
+        }
+        self
     }
 
     pub fn get<F, Fut>(self, pattern: &'static str, f: F) -> Self
@@ -120,6 +138,7 @@ impl Router {
             segments,
             handler: Arc::new(move |ctx| Box::pin(f(ctx))),
             public,
+            console: false,
         });
         self
     }
@@ -139,6 +158,7 @@ impl Router {
                 handler: &r.handler,
                 params,
                 public: r.public,
+                console: r.console,
             };
         }
         if path_matched {

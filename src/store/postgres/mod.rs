@@ -24,6 +24,7 @@
 //! `partitions::PARTITIONED`. Identifier columns take `COLLATE "C"`.
 
 pub(crate) mod compliance;
+pub(crate) mod console;
 pub(crate) mod copy;
 pub(crate) mod maintenance;
 pub(crate) mod partitions;
