@@ -9,7 +9,8 @@
 //! current one: the relay is asked for what follows the batch being written before that batch is
 //! committed, and the prefetched batch is dropped if the write fails. Acknowledgements go over a
 //! connection of their own so a long-poll never holds one up. On PostgreSQL a maintenance task
-//! makes the day partitions ahead of time, hourly.
+//! makes the day partitions ahead of time, hourly. The retention task's scheduler runs here too
+//! ([`crate::retention`]).
 
 pub mod admin;
 pub mod decode;
@@ -125,6 +126,8 @@ impl RelayStatus {
 pub struct SiteMetrics {
     pub write_latency: Histogram,
     pub db_errors: AtomicU64,
+    /// The retention task's counters (rendered by [`crate::retention::RetentionMetrics::render`]).
+    pub retention: Arc<crate::retention::RetentionMetrics>,
 }
 
 impl Default for SiteMetrics {
@@ -132,6 +135,7 @@ impl Default for SiteMetrics {
         Self {
             write_latency: Histogram::new(LATENCY_BUCKETS),
             db_errors: AtomicU64::new(0),
+            retention: Arc::default(),
         }
     }
 }
@@ -196,6 +200,17 @@ pub fn start(opts: SiteOptions) -> Result<SiteHandle, SiteError> {
                 .instrument(info_span!("partitions")),
         );
     }
+    // The retention task's scheduler; at shutdown a run ends between two batches.
+    let retention = crate::retention::Retention {
+        metrics: metrics.retention.clone(),
+        ..crate::retention::Retention::new(opts.store.clone(), opts.clock.clone())
+    };
+    tasks.spawn(
+        retention
+            .clone()
+            .schedule_loop(rx.clone())
+            .instrument(info_span!("retention")),
+    );
     for target in &opts.relays {
         let client = HttpClient::new(&target.url, opts.client_tls.clone())?;
         let ack_client = HttpClient::new(&target.url, opts.client_tls.clone())?;
@@ -243,7 +258,7 @@ pub fn start(opts: SiteOptions) -> Result<SiteHandle, SiteError> {
     );
     let (admin, admin_addr) = match opts.admin {
         Some(a) => {
-            let h = admin::start(a, opts.store.clone(), refresh.clone())?;
+            let h = admin::start(a, opts.store.clone(), refresh.clone(), retention)?;
             info!(addr = %h.addr, "admin API listening");
             let addr = h.addr;
             (Some(h), Some(addr))

@@ -16,6 +16,7 @@ pub mod postgres;
 mod sqlite;
 mod sqlite_compliance;
 mod sqlite_maintenance;
+mod sqlite_retention;
 mod sqlite_terms;
 
 use std::collections::{BTreeMap, HashMap};
@@ -281,6 +282,8 @@ mod compliance;
 pub use compliance::*;
 mod maintenance;
 pub use maintenance::*;
+pub mod retention;
+pub use retention::{BatchDeleted, TaskLock};
 mod terms;
 pub use terms::*;
 

@@ -17,6 +17,7 @@ mod hostile_conn;
 mod intake;
 mod keys;
 mod outage;
+mod retention;
 mod secrets;
 mod store;
 mod terms;

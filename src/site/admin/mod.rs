@@ -8,6 +8,7 @@
 //! is meant for users); later areas add a file and a line to [`routes`].
 
 pub mod compliance;
+pub mod maintenance;
 pub mod router;
 pub mod terms;
 
@@ -115,6 +116,8 @@ pub struct AdminState {
     pub store: Store,
     /// Asks the policy pusher to rebuild now (after a change the API made).
     pub policy_changed: Arc<Notify>,
+    /// Runs the retention task on request, with the site's clock and metrics.
+    pub retention: crate::retention::Retention,
     token: AdminToken,
     limits: Limits,
 }
@@ -130,6 +133,7 @@ pub fn routes() -> Router {
         Ok(resp)
     });
     let r = compliance::routes(r);
+    let r = maintenance::routes(r);
     terms::routes(r)
 }
 
@@ -138,10 +142,12 @@ pub fn start(
     opts: AdminOptions,
     store: Store,
     policy_changed: Arc<Notify>,
+    retention: crate::retention::Retention,
 ) -> Result<ServerHandle, AdminError> {
     let state = Arc::new(AdminState {
         store,
         policy_changed,
+        retention,
         token: opts.token,
         limits: opts.limits.clone(),
     });

@@ -27,6 +27,7 @@ pub(crate) mod compliance;
 pub(crate) mod copy;
 pub(crate) mod maintenance;
 pub(crate) mod partitions;
+pub(crate) mod retention;
 pub(crate) mod terms;
 pub(crate) mod write;
 
