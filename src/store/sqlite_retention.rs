@@ -14,8 +14,10 @@ use super::StoreError;
 use super::retention::{BatchDeleted, T_HISTORY, T_REPORTS, T_SETTINGS, TaskLock};
 use super::sqlite::SqliteStore;
 
-/// Reports looked at per batch at most (a report with no settings still counts as a row).
-const MAX_REPORTS: u32 = 1024;
+/// Settings per report the candidate list is sized for: a batch looks at `max_rows / 25`
+/// reports, so 35-setting reports fill it to `max_rows` and reports with few settings make a
+/// smaller batch rather than a longer one.
+const SIZING_SETTINGS: u32 = 25;
 
 impl SqliteStore {
     pub async fn delete_aged_batch(
@@ -32,7 +34,7 @@ impl SqliteStore {
              ORDER BY received_ms LIMIT ?",
         )
         .bind(cutoff_ms)
-        .bind(i64::from(max_rows.min(MAX_REPORTS)))
+        .bind(i64::from((max_rows / SIZING_SETTINGS).max(1)))
         .fetch_all(&mut *tx)
         .await?;
         let mut ids = Vec::new();

@@ -4,14 +4,17 @@
 //! A batch is one of, in this order:
 //! - dropping one whole day partition (`<table>_dYYYYMMDD`) that ends at or before the cutoff,
 //!   `setting_results` before `compliance_reports` of the same day, after counting its rows for
-//!   the run record. Dropping a partition locks its parent for a moment, so it runs under a
-//!   short `lock_timeout` and tries again rather than making the writer queue behind it;
-//! - deleting up to `max_rows` rows older than the cutoff, by `ctid`, from a partition that
-//!   holds the cutoff or from a `_default` partition (indexed by `received_ms` there);
-//! - the same from `report_message_ids`, the dedup index of reports: an entry of a report that
-//!   is gone only lets a replay of that report be stored again, and relays refuse reports older
-//!   than the retention age before they are ever spooled;
+//!   the run record; before a day's reports go, that day's entries of `report_message_ids` (the
+//!   dedup index of reports) are deleted by its block-range index. Dropping a partition locks
+//!   its parent for a moment, so it runs under a short `lock_timeout` and tries again rather
+//!   than making the writer queue behind it;
+//! - deleting up to `max_rows` rows older than the cutoff, by `ctid`, from the partition that
+//!   holds the cutoff or from a `_default` partition (indexed by `received_ms` there), reports
+//!   together with their `report_message_ids` entries;
 //! - deleting up to `max_rows` closed history intervals that ended before the cutoff.
+//!
+//! Deleting a report's dedup entry only lets a replay of that report be stored again, and relays
+//! refuse reports older than the retention age before they are ever spooled.
 
 use std::time::Duration;
 
@@ -21,7 +24,9 @@ use tracing::{debug, info};
 use super::PostgresStore;
 use super::partitions::{DAY_MS, PARTITIONED};
 use crate::store::StoreError;
-use crate::store::retention::{BatchDeleted, T_HISTORY, T_MESSAGE_IDS, TaskLock};
+use crate::store::retention::{
+    BatchDeleted, T_HISTORY, T_MESSAGE_IDS, T_REPORTS, T_SETTINGS, TaskLock,
+};
 
 /// How long dropping a partition waits for the writers' locks before it steps back.
 const DROP_LOCK_TIMEOUT: &str = "500ms";
@@ -50,38 +55,78 @@ impl PostgresStore {
         let droppable = parts
             .iter()
             .filter(|p| p.day.is_some_and(|d| (d + 1) * DAY_MS <= cutoff_ms))
-            .min_by_key(|p| (p.day, p.table != "setting_results"));
+            .min_by_key(|p| (p.day, p.table != T_SETTINGS));
         if let Some(p) = droppable {
-            let rows = self.drop_partition(p).await?;
-            return Ok(BatchDeleted {
-                rows: vec![(p.table, rows)],
+            let mut out = BatchDeleted {
+                rows: vec![],
                 partitions_dropped: 1,
-            });
+            };
+            if p.table == T_REPORTS {
+                // The dedup entries of the day's reports, by the day's range of the block-range
+                // index, before the reports themselves go.
+                let day = p.day.unwrap_or_default();
+                let ids = sqlx::query(
+                    "DELETE FROM report_message_ids WHERE received_ms >= $1 AND received_ms < $2",
+                )
+                .bind(day * DAY_MS)
+                .bind((day + 1) * DAY_MS)
+                .execute(self.pool())
+                .await?
+                .rows_affected();
+                out.rows.push((T_MESSAGE_IDS, ids));
+            }
+            let rows = self.drop_partition(p).await?;
+            out.rows.push((p.table, rows));
+            return Ok(out);
         }
-        for table in PARTITIONED.iter().rev() {
-            for p in parts.iter().filter(|p| p.table == *table) {
-                if p.day.is_some_and(|d| d * DAY_MS >= cutoff_ms) {
-                    continue;
-                }
-                let n = self
-                    .delete_by_ctid(&p.name, "received_ms", cutoff_ms, limit)
-                    .await?;
-                if n > 0 {
-                    return Ok(BatchDeleted {
-                        rows: vec![(p.table, n)],
-                        partitions_dropped: 0,
-                    });
-                }
+        // Then rows, from the partition holding the cutoff and the default partitions; a
+        // report's dedup entry goes in the same statement as the report.
+        for p in parts.iter().filter(|p| p.table == T_SETTINGS) {
+            if p.day.is_some_and(|d| d * DAY_MS >= cutoff_ms) {
+                continue;
+            }
+            // The name was checked against the partition scheme (see parse_partition).
+            let sql = format!(
+                "DELETE FROM {0} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {0} \
+                 WHERE received_ms < $1 LIMIT $2))",
+                p.name
+            );
+            let n = sqlx::query(AssertSqlSafe(sql).into_sql_str())
+                .bind(cutoff_ms)
+                .bind(limit)
+                .execute(self.pool())
+                .await?
+                .rows_affected();
+            if n > 0 {
+                return Ok(BatchDeleted {
+                    rows: vec![(T_SETTINGS, n)],
+                    partitions_dropped: 0,
+                });
             }
         }
-        let n = self
-            .delete_by_ctid(T_MESSAGE_IDS, "received_ms", cutoff_ms, limit)
-            .await?;
-        if n > 0 {
-            return Ok(BatchDeleted {
-                rows: vec![(T_MESSAGE_IDS, n)],
-                partitions_dropped: 0,
-            });
+        for p in parts.iter().filter(|p| p.table == T_REPORTS) {
+            if p.day.is_some_and(|d| d * DAY_MS >= cutoff_ms) {
+                continue;
+            }
+            let sql = format!(
+                "WITH r AS (DELETE FROM {0} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {0} \
+                 WHERE received_ms < $1 LIMIT $2)) RETURNING message_id), \
+                 m AS (DELETE FROM report_message_ids WHERE message_id IN \
+                 (SELECT message_id FROM r) RETURNING 1) \
+                 SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM m)",
+                p.name
+            );
+            let (reports, ids): (i64, i64) = sqlx::query_as(AssertSqlSafe(sql).into_sql_str())
+                .bind(cutoff_ms)
+                .bind(limit)
+                .fetch_one(self.pool())
+                .await?;
+            if reports > 0 {
+                return Ok(BatchDeleted {
+                    rows: vec![(T_REPORTS, reports as u64), (T_MESSAGE_IDS, ids as u64)],
+                    partitions_dropped: 0,
+                });
+            }
         }
         let n = sqlx::query(
             "DELETE FROM compliance_history WHERE history_id IN (SELECT history_id \
@@ -154,27 +199,6 @@ impl PostgresStore {
             .await?;
         tx.commit().await?;
         Ok(rows.max(0) as u64)
-    }
-
-    /// Deletes up to `limit` rows of `table` whose `column` is before `cutoff_ms`.
-    async fn delete_by_ctid(
-        &self,
-        table: &str,
-        column: &str,
-        cutoff_ms: i64,
-        limit: i64,
-    ) -> Result<u64, StoreError> {
-        // Table and column names are constants or checked partition names.
-        let sql = format!(
-            "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} \
-             WHERE {column} < $1 LIMIT $2))"
-        );
-        Ok(sqlx::query(AssertSqlSafe(sql).into_sql_str())
-            .bind(cutoff_ms)
-            .bind(limit)
-            .execute(self.pool())
-            .await?
-            .rows_affected())
     }
 
     pub async fn try_lock_task(&self, task: &str) -> Result<Option<TaskLock>, StoreError> {
