@@ -62,9 +62,16 @@ pub struct Args {
     /// Start a writer batch this often (back to back if one takes longer).
     #[arg(long, default_value_t = 50)]
     pub writer_interval_ms: u64,
-    /// How long the writer runs alone before the task starts, for the baseline latency.
+    /// How long the writer runs alone before the task starts, for the baseline latency (the
+    /// first fifth is left out of it: the database settles after the fill).
     #[arg(long, default_value_t = 5.0)]
     pub baseline_secs: f64,
+    /// The task's pause after each batch, as a multiple of the batch's time.
+    #[arg(long, default_value_t = crate::retention::PAUSE_RATIO)]
+    pub pause_ratio: f64,
+    /// Rows per deletion batch.
+    #[arg(long, default_value_t = crate::retention::BATCH_ROWS)]
+    pub batch_rows: u32,
 }
 
 #[derive(Serialize)]
@@ -82,7 +89,10 @@ struct Figures {
     writer_p50_ms_during: f64,
     writer_p99_ms_during: f64,
     writer_max_ms_during: f64,
+    writer_p50_ms_before: f64,
     writer_p99_ms_before: f64,
+    batch_rows: u32,
+    pause_ratio: f64,
     ratio: f64,
     lost: u64,
 }
@@ -180,7 +190,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs_f64(args.baseline_secs)).await;
 
     eprintln!("running the retention task…");
-    let retention = Retention::new(store.clone(), clock::system());
+    let mut retention = Retention::new(store.clone(), clock::system());
+    retention.pause_ratio = args.pause_ratio;
+    retention.batch_rows = args.batch_rows;
     let (_keep, no_stop) = watch::channel(false);
     let run_started = Instant::now();
     let outcome = retention.run(RunTrigger::Manual, &no_stop, None).await?;
@@ -201,9 +213,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .filter(|(s, l)| *s >= rs && *s + *l <= re)
         .map(|(_, l)| ms(l))
         .collect();
+    let settled = Duration::from_secs_f64(args.baseline_secs / 5.0);
     let mut baseline: Vec<u32> = lat
         .iter()
-        .filter(|(s, _)| *s < rs)
+        .filter(|(s, _)| *s >= settled && *s < rs)
         .map(|(_, l)| ms(l))
         .collect();
     during.sort_unstable();
@@ -248,7 +261,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         writer_p50_ms_during: round(percentile(&during, 50.0) / 1000.0, 2),
         writer_p99_ms_during: round(p99_during, 2),
         writer_max_ms_during: round(during.last().copied().unwrap_or(0) as f64 / 1000.0, 2),
+        writer_p50_ms_before: round(percentile(&baseline, 50.0) / 1000.0, 2),
         writer_p99_ms_before: round(p99_before, 2),
+        batch_rows: args.batch_rows,
+        pause_ratio: args.pause_ratio,
         ratio: round(p99_during / p99_before.max(1e-9), 2),
         lost,
     };

@@ -50,6 +50,9 @@ use settings::{Settings, SettingsError};
 /// lock on SQLite, large enough that the per-statement cost does not dominate.
 pub const BATCH_ROWS: u32 = 5_000;
 
+/// See [`Retention::pause_ratio`].
+pub const PAUSE_RATIO: f64 = 1.0;
+
 /// How long a SQLite run lease lasts without renewal (a run renews it between batches).
 pub const LEASE: Duration = Duration::from_secs(600);
 
@@ -155,8 +158,11 @@ pub struct Retention {
     pub metrics: Arc<RetentionMetrics>,
     /// Rows per batch (see [`BATCH_ROWS`]).
     pub batch_rows: u32,
-    /// Pause between batches, leaving the database to intake (zero: just yield).
-    pub pause: Duration,
+    /// Pause after each batch, as a multiple of the time the batch took: the database is left
+    /// to intake, and on SQLite to the checkpointer, which must copy the batch's WAL frames back
+    /// before the WAL can start over (if it cannot, the WAL grows to its limit and the next
+    /// write waits for a full checkpoint). 1.0 gives the task at most half the database's time.
+    pub pause_ratio: f64,
     /// For tests of interrupted runs: after this many batches the run returns as a killed
     /// process would leave it, its record still `running` (the lock is released).
     pub abandon_after_batches: Option<u64>,
@@ -169,7 +175,7 @@ impl Retention {
             clock,
             metrics: Arc::default(),
             batch_rows: BATCH_ROWS,
-            pause: Duration::ZERO,
+            pause_ratio: PAUSE_RATIO,
             abandon_after_batches: None,
         }
     }
@@ -283,6 +289,7 @@ impl Retention {
                     .await;
                 return self.finish(run_id).await;
             }
+            let batch_started = Instant::now();
             let batch = match self
                 .store
                 .delete_aged_batch(cutoff_ms, self.batch_rows)
@@ -324,10 +331,13 @@ impl Retention {
                     break Err(e);
                 }
             }
-            if self.pause.is_zero() {
+            let pause = batch_started
+                .elapsed()
+                .mul_f64(self.pause_ratio.clamp(0.0, 100.0));
+            if pause.is_zero() {
                 tokio::task::yield_now().await;
             } else {
-                tokio::time::sleep(self.pause).await;
+                tokio::time::sleep(pause).await;
             }
         };
         let (status, error) = match &end {

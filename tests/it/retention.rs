@@ -192,8 +192,18 @@ async fn only_data_older_than_the_cutoff_goes(db: TestDb) {
     };
     store.write_batch(&acceptance).await.unwrap();
 
-    let run = run_now(&retention(&store, &clock)).await;
+    let r = retention(&store, &clock);
+    let run = run_now(&r).await;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    // The outcome is counted for /metrics too.
+    assert_eq!(r.metrics.rows_deleted(), run.rows_deleted);
+    assert_eq!(r.metrics.runs()["succeeded"], 1);
+    let mut text = String::new();
+    r.metrics.render(&mut text);
+    assert!(
+        text.contains("mprelay_retention_rows_deleted_total{table=\"setting_results\"} 20"),
+        "{text}"
+    );
     assert_eq!(run.cutoff_ms, cutoff);
     assert_eq!(run.rows_deleted["compliance_reports"], 5);
     assert_eq!(run.rows_deleted["setting_results"], 20);
@@ -740,4 +750,32 @@ async fn the_admin_api_shows_sets_and_runs_the_task() {
     assert_eq!(present(&sys.store, &old).await, [false]);
     let (status, _) = get_json(&c, "/api/v1/maintenance/runs?limit=0", Some(&token)).await;
     assert_eq!(status, 400);
+}
+
+#[test]
+fn the_retention_bench_deletes_the_old_half_and_keeps_every_young_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("ret.db").display());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mprelay"))
+        .args(["bench", "retention", "--database", &url, "--rows", "20000"])
+        .args(["--baseline-secs", "0.3", "--writer-interval-ms", "20"])
+        .env_remove("MPRELAY_LOG")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["bench"], "retention");
+    assert_eq!(v["lost"], 0);
+    // 180 days filled evenly, 90 kept: about half goes.
+    let deleted = v["rows_deleted"].as_u64().unwrap();
+    assert!((9_000..=11_000).contains(&deleted), "{v}");
+    for f in ["rows_deleted_per_s", "writer_p99_ms_before"] {
+        assert!(v[f].as_f64().is_some_and(|x| x > 0.0), "{f}: {v}");
+    }
 }
