@@ -28,10 +28,12 @@ use crate::store::retention::{
     BatchDeleted, T_HISTORY, T_MESSAGE_IDS, T_REPORTS, T_SETTINGS, TaskLock,
 };
 
-/// How long dropping a partition waits for the writers' locks before it steps back.
-const DROP_LOCK_TIMEOUT: &str = "500ms";
-/// Tries to drop one partition before the run fails with the lock timeout.
-const DROP_TRIES: u32 = 40;
+/// How long dropping a partition waits for the writers' locks before it steps back. Writers
+/// that come after it queue behind it meanwhile, so this bounds what the drop adds to a
+/// writer's batch; a writer's transaction is tens of milliseconds.
+const DROP_LOCK_TIMEOUT: &str = "150ms";
+/// Tries to drop one partition (50 ms apart) before the run fails with the lock timeout.
+const DROP_TRIES: u32 = 100;
 
 /// A partition of a partitioned table, as found in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,8 +222,13 @@ impl PostgresStore {
     }
 }
 
-/// Ends the session holding an advisory run lock, which releases it.
-pub(crate) async fn release(conn: PgConnection) -> Result<(), StoreError> {
+/// Releases an advisory run lock, then ends its session. The explicit unlock matters: the
+/// server drops a closed session's locks only when its backend has exited, which a run starting
+/// right after could still beat.
+pub(crate) async fn release(mut conn: PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut conn)
+        .await?;
     conn.close().await?;
     Ok(())
 }
