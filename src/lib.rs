@@ -16,6 +16,8 @@
 //!   history, terms and conditions and the privacy statement URL, and the versioned policy
 //!   snapshot the site pushes to relays.
 //! - [`store`]: the site database behind one interface (SQLite; PostgreSQL at scale).
+//! - [`retention`]: the Delete Aged Configuration Management Data task — settings, schedule,
+//!   bounded deletion runs.
 //! - [`site`]: the site server — pulls relays, writes batches, serves the admin API.
 //! - [`agent`]: the device agent — enrollment, state file, durable queue, submission, and the
 //!   evaluators that check and remediate settings.
@@ -47,6 +49,7 @@ pub mod net;
 pub mod pki;
 pub mod policy;
 pub mod relay;
+pub mod retention;
 pub mod sample;
 pub mod site;
 pub mod spool;

@@ -2,6 +2,7 @@
 //! 1 for other failures; errors go to stderr as one sentence naming the file, field or value.
 
 mod compliance;
+mod maintenance;
 pub mod tables;
 mod terms;
 
@@ -57,6 +58,9 @@ enum Command {
     /// Terms and conditions: publish a version or an edit, show what is published.
     #[command(subcommand)]
     Terms(terms::TermsCmd),
+    /// The retention task (Delete Aged Configuration Management Data): show, set, run.
+    #[command(subcommand)]
+    Maintenance(maintenance::MaintenanceCmd),
     /// Benchmarks against the targets of DESIGN section 9.
     #[command(subcommand)]
     Bench(crate::bench::BenchCmd),
@@ -326,6 +330,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Baseline(c) => compliance::baseline(c).await,
         Command::Device(c) => compliance::device(c).await,
         Command::Terms(c) => terms::terms(c).await,
+        Command::Maintenance(c) => maintenance::maintenance(c).await,
         Command::Bench(c) => crate::bench::run(c).await.map_err(Failure::from),
     }
 }

@@ -3,31 +3,11 @@
 //! forward lag per relay, writer batch latency, retention rows deleted per table, database
 //! errors.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use super::{RelayStatus, SiteMetrics};
 use crate::metrics::{self, label_value};
-
-/// Rows the retention task deleted, per table, since the process started.
-#[derive(Debug, Default)]
-pub struct RowsDeleted(Mutex<BTreeMap<String, u64>>);
-
-impl RowsDeleted {
-    /// Counts `n` rows deleted from `table`.
-    pub fn add(&self, table: &str, n: u64) {
-        if let Ok(mut m) = self.0.lock() {
-            *m.entry(table.to_string()).or_default() += n;
-        }
-    }
-
-    /// The counts so far, by table.
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().map(|m| m.clone()).unwrap_or_default()
-    }
-}
 
 /// Renders the site's metrics.
 pub fn render(m: &SiteMetrics, relays: &[Arc<RelayStatus>]) -> String {
@@ -128,43 +108,6 @@ pub fn render(m: &SiteMetrics, relays: &[Arc<RelayStatus>]) -> String {
         "",
         m.db_errors.load(Ordering::Relaxed),
     );
-    metrics::header(
-        &mut out,
-        "mprelay_site_retention_rows_deleted_total",
-        "counter",
-        "Rows the retention task deleted, by table.",
-    );
-    for (table, n) in m.retention_rows_deleted.snapshot() {
-        metrics::sample(
-            &mut out,
-            "mprelay_site_retention_rows_deleted_total",
-            &format!("table=\"{}\"", label_value(&table)),
-            n,
-        );
-    }
+    m.retention.render(&mut out);
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_deleted_add_up_per_table() {
-        let m = SiteMetrics::default();
-        m.retention_rows_deleted.add("compliance_reports", 3);
-        m.retention_rows_deleted.add("compliance_reports", 4);
-        m.retention_rows_deleted.add("setting_results", 40);
-        let s = render(&m, &[]);
-        assert!(
-            s.contains(
-                "mprelay_site_retention_rows_deleted_total{table=\"compliance_reports\"} 7\n"
-            ),
-            "{s}"
-        );
-        assert!(
-            s.contains("mprelay_site_retention_rows_deleted_total{table=\"setting_results\"} 40\n"),
-            "{s}"
-        );
-    }
 }

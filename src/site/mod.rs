@@ -10,7 +10,8 @@
 //! current one: the relay is asked for what follows the batch being written before that batch is
 //! committed, and the prefetched batch is dropped if the write fails. Acknowledgements go over a
 //! connection of their own so a long-poll never holds one up. On PostgreSQL a maintenance task
-//! makes the day partitions ahead of time, hourly.
+//! makes the day partitions ahead of time, hourly. The retention task's scheduler runs here too
+//! ([`crate::retention`]).
 
 pub mod admin;
 pub mod console;
@@ -128,8 +129,8 @@ impl RelayStatus {
 pub struct SiteMetrics {
     pub write_latency: Histogram,
     pub db_errors: AtomicU64,
-    /// Fed by the retention task: rows deleted per table.
-    pub retention_rows_deleted: metrics::RowsDeleted,
+    /// The retention task's counters (rendered by [`crate::retention::RetentionMetrics::render`]).
+    pub retention: Arc<crate::retention::RetentionMetrics>,
 }
 
 impl Default for SiteMetrics {
@@ -137,7 +138,7 @@ impl Default for SiteMetrics {
         Self {
             write_latency: Histogram::new(LATENCY_BUCKETS),
             db_errors: AtomicU64::new(0),
-            retention_rows_deleted: metrics::RowsDeleted::default(),
+            retention: Arc::default(),
         }
     }
 }
@@ -202,6 +203,17 @@ pub fn start(opts: SiteOptions) -> Result<SiteHandle, SiteError> {
                 .instrument(info_span!("partitions")),
         );
     }
+    // The retention task's scheduler; at shutdown a run ends between two batches.
+    let retention = crate::retention::Retention {
+        metrics: metrics.retention.clone(),
+        ..crate::retention::Retention::new(opts.store.clone(), opts.clock.clone())
+    };
+    tasks.spawn(
+        retention
+            .clone()
+            .schedule_loop(rx.clone())
+            .instrument(info_span!("retention")),
+    );
     for target in &opts.relays {
         let client = HttpClient::new(&target.url, opts.client_tls.clone())?;
         let ack_client = HttpClient::new(&target.url, opts.client_tls.clone())?;
@@ -253,7 +265,7 @@ pub fn start(opts: SiteOptions) -> Result<SiteHandle, SiteError> {
                 metrics: metrics.clone(),
                 relays: relays.clone(),
             };
-            let h = admin::start(a, opts.store.clone(), refresh.clone(), site)?;
+            let h = admin::start(a, opts.store.clone(), refresh.clone(), site, retention)?;
             info!(addr = %h.addr, "admin API listening");
             let addr = h.addr;
             (Some(h), Some(addr))

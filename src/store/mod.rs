@@ -18,6 +18,7 @@ mod sqlite;
 mod sqlite_compliance;
 mod sqlite_console;
 mod sqlite_maintenance;
+mod sqlite_retention;
 mod sqlite_terms;
 
 use std::collections::{BTreeMap, HashMap};
@@ -285,6 +286,8 @@ mod console;
 pub use console::*;
 mod maintenance;
 pub use maintenance::*;
+pub mod retention;
+pub use retention::{BatchDeleted, TaskLock};
 mod terms;
 pub use terms::*;
 

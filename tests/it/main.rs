@@ -20,6 +20,7 @@ mod intake;
 mod keys;
 mod metrics;
 mod outage;
+mod retention;
 mod secrets;
 mod store;
 mod terms;

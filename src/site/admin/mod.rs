@@ -10,6 +10,7 @@
 //! by logging in with the token. `/metrics` serves the site's metrics (token required).
 
 pub mod compliance;
+pub mod maintenance;
 pub mod router;
 pub mod terms;
 
@@ -121,6 +122,8 @@ pub struct AdminState {
     pub site: SiteView,
     /// Console sessions (cookie logins).
     pub sessions: crate::site::console::Sessions,
+    /// Runs the retention task on request, with the site's clock and metrics.
+    pub retention: crate::retention::Retention,
     token: AdminToken,
     limits: Limits,
 }
@@ -154,6 +157,7 @@ pub fn routes() -> Router {
         .get("/metrics", metrics);
     let r = compliance::routes(r);
     let r = crate::site::console::routes(r);
+    let r = maintenance::routes(r);
     terms::routes(r)
 }
 
@@ -196,12 +200,14 @@ pub fn start(
     store: Store,
     policy_changed: Arc<Notify>,
     site: SiteView,
+    retention: crate::retention::Retention,
 ) -> Result<ServerHandle, AdminError> {
     let state = Arc::new(AdminState {
         store,
         policy_changed,
         site,
         sessions: Default::default(),
+        retention,
         token: opts.token,
         limits: opts.limits.clone(),
     });

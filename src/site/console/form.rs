@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 
+use crate::retention::settings::{self, SettingsChange, SettingsError};
 use crate::store::MaintenanceTask;
 
 /// The days of the week, as stored.
-pub const DAYS: &[&str] = &["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+pub const DAYS: [&str; 7] = settings::DAY_NAMES;
 
 /// Shortest and longest retention age, in days.
 pub const MIN_DAYS: u32 = 1;
@@ -57,119 +58,92 @@ impl RetentionForm {
         }
     }
 
-    /// The settings, or the problems by field name.
+    /// The settings, or the problems by field name. The fields are checked by the retention
+    /// task's own parser ([`settings::apply`]), one field at a time so every wrong field gets
+    /// its message; the messages here speak to someone filling in the form.
     pub fn check(
         &self,
         current: &MaintenanceTask,
     ) -> Result<MaintenanceTask, HashMap<&'static str, String>> {
+        let days = self.delete_older_than_days.parse::<i64>().unwrap_or(0);
+        let week = self.days_of_week.join(",");
+        let fields = [
+            SettingsChange {
+                delete_older_than_days: Some(days),
+                ..Default::default()
+            },
+            SettingsChange {
+                days: Some(week.clone()),
+                ..Default::default()
+            },
+            SettingsChange {
+                window: Some(self.window.clone()),
+                ..Default::default()
+            },
+            SettingsChange {
+                time_zone: Some(self.time_zone.clone()),
+                ..Default::default()
+            },
+        ];
         let mut errors = HashMap::new();
-        let days = match self.delete_older_than_days.parse::<u32>() {
-            Ok(d) if (MIN_DAYS..=MAX_DAYS).contains(&d) => d,
-            _ => {
-                errors.insert(
-                    "delete_older_than_days",
-                    format!(
-                        "Enter a whole number of days from {MIN_DAYS} to {MAX_DAYS} \
-                         (got {:?}).",
-                        self.delete_older_than_days
-                    ),
-                );
-                0
+        for change in &fields {
+            if let Err(e) = settings::apply(current, change) {
+                let (field, message) = self.message(&e);
+                errors.entry(field).or_insert(message);
             }
-        };
-        let mut week = Vec::new();
-        for d in &self.days_of_week {
-            let d = d.to_ascii_lowercase();
-            if !DAYS.contains(&d.as_str()) {
-                errors.insert(
-                    "days_of_week",
-                    format!("{d:?} is not a day of the week (mon, tue, … sun)."),
-                );
-            } else if !week.contains(&d) {
-                week.push(d);
-            }
-        }
-        if week.is_empty() && !errors.contains_key("days_of_week") {
-            errors.insert("days_of_week", "Tick at least one day.".into());
-        }
-        week.sort_by_key(|d| DAYS.iter().position(|x| x == d));
-        let window = match parse_window(&self.window) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                errors.insert("window", e);
-                None
-            }
-        };
-        if let Err(e) = check_time_zone(&self.time_zone) {
-            errors.insert("time_zone", e);
         }
         if !errors.is_empty() {
             return Err(errors);
         }
-        let (begin, latest) = window.unwrap_or_default();
-        Ok(MaintenanceTask {
-            name: current.name.clone(),
-            enabled: self.enabled,
-            delete_older_than_days: days,
-            days_of_week: week,
-            begin_time: begin,
-            latest_begin_time: latest,
-            time_zone: self.time_zone.clone(),
-            updated_ms: current.updated_ms,
+        let all = SettingsChange {
+            enabled: Some(self.enabled),
+            delete_older_than_days: Some(days),
+            days: Some(week),
+            window: Some(self.window.clone()),
+            time_zone: Some(self.time_zone.clone()),
+        };
+        settings::apply(current, &all).map_err(|e| {
+            let (field, message) = self.message(&e);
+            HashMap::from([(field, message)])
         })
     }
-}
 
-/// `"HH:MM-HH:MM"`, the latest begin after the begin, into the two times.
-pub fn parse_window(s: &str) -> Result<(String, String), String> {
-    let bad = || format!("Enter the window as HH:MM-HH:MM, e.g. 02:00-05:00 (got {s:?}).");
-    let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let (a, b) = (
-        hhmm(a.trim()).ok_or_else(bad)?,
-        hhmm(b.trim()).ok_or_else(bad)?,
-    );
-    if b <= a {
-        return Err(format!(
-            "The latest begin time must be after the begin time (got {s:?})."
-        ));
-    }
-    let f = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
-    Ok((f(a), f(b)))
-}
-
-/// Minutes after midnight of `HH:MM`.
-fn hhmm(s: &str) -> Option<u32> {
-    let (h, m) = s.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
-        return None;
-    }
-    let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
-    (h < 24 && m < 60).then_some(h * 60 + m)
-}
-
-/// `UTC`, or an IANA name the system's time zone database holds.
-pub fn check_time_zone(tz: &str) -> Result<(), String> {
-    if tz == "UTC" {
-        return Ok(());
-    }
-    let well_formed = !tz.is_empty()
-        && tz.len() <= 64
-        && !tz.starts_with('/')
-        && !tz.split('/').any(|p| p.is_empty() || p == "." || p == "..")
-        && tz
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
-    if well_formed
-        && std::path::Path::new("/usr/share/zoneinfo")
-            .join(tz)
-            .is_file()
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "{tz:?} is not a time zone this system knows; use an IANA name such as \
-             Europe/Berlin, or UTC."
-        ))
+    /// The form field a settings error is about, and what to tell the user.
+    fn message(&self, e: &SettingsError) -> (&'static str, String) {
+        match e {
+            SettingsError::Days(_) => (
+                "delete_older_than_days",
+                format!(
+                    "Enter a whole number of days from {MIN_DAYS} to {MAX_DAYS} (got {:?}).",
+                    self.delete_older_than_days
+                ),
+            ),
+            SettingsError::Weekdays(_) => {
+                let wrong = self
+                    .days_of_week
+                    .iter()
+                    .find(|d| settings::parse_weekdays(d).is_err());
+                let m = match wrong {
+                    Some(d) => format!("{d:?} is not a day of the week (mon, tue, … sun)."),
+                    None => "Tick at least one day.".into(),
+                };
+                ("days_of_week", m)
+            }
+            SettingsError::Window(w) => (
+                "window",
+                format!(
+                    "Enter the window as HH:MM-HH:MM, e.g. 02:00-05:00; the latest begin time \
+                     must be after the begin time (got {w:?})."
+                ),
+            ),
+            SettingsError::TimeZone(tz) => (
+                "time_zone",
+                format!(
+                    "{tz:?} is not a time zone this system knows; use an IANA name such as \
+                     Europe/Berlin, or UTC."
+                ),
+            ),
+        }
     }
 }
 

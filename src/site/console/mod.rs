@@ -857,7 +857,7 @@ async fn retention_page(
     if runs.is_empty() {
         b.push_str("<p>The task has not run yet.</p>");
     }
-    let since: BTreeMap<String, u64> = ctx.state.site.metrics.retention_rows_deleted.snapshot();
+    let since: BTreeMap<String, u64> = ctx.state.site.metrics.retention.rows_deleted();
     if !since.is_empty() {
         b.push_str("<p>Rows deleted since this server started: ");
         let parts: Vec<String> = since

@@ -28,6 +28,7 @@ pub(crate) mod console;
 pub(crate) mod copy;
 pub(crate) mod maintenance;
 pub(crate) mod partitions;
+pub(crate) mod retention;
 pub(crate) mod terms;
 pub(crate) mod write;
 
