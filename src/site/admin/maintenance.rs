@@ -7,8 +7,8 @@
 //! | `GET /api/v1/maintenance/runs?limit=N` | the latest runs (default 20), newest first |
 //! | `POST /api/v1/maintenance/run` | body `{"now": true}` runs at once whatever the window; without `now` only inside a window, as the schedule would. 202 `{"outcome": "started", "run_id": N}` once the run is recorded (it goes on in the background; follow it on `/runs`); 200 `{"outcome": "disabled" / "not_in_window" / "already_ran", …}` when nothing starts; 409 `conflict` when another run is in progress |
 //!
-//! The database work of every handler runs in a task of its own, so a client that goes away
-//! cannot cut a write or a run short.
+//! Like every admin handler these run in a task of their own (see [`super`]), so a client that
+//! goes away cannot cut a write short; a run goes on in the background after the answer.
 
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -34,13 +34,6 @@ fn internal(e: impl std::fmt::Display) -> Refusal {
     Refusal::Internal
 }
 
-/// Runs `f` in a task of its own (see the module doc).
-async fn detached<T: Send + 'static>(
-    f: impl Future<Output = Result<T, Refusal>> + Send + 'static,
-) -> Result<T, Refusal> {
-    tokio::spawn(f).await.map_err(internal)?
-}
-
 #[derive(Serialize)]
 struct TaskView {
     task: MaintenanceTask,
@@ -56,15 +49,12 @@ fn view(task: MaintenanceTask, now_ms: i64) -> TaskView {
 
 async fn show(ctx: Ctx) -> Reply {
     let r = ctx.state.retention.clone();
-    let v = detached(async move {
-        let task = r
-            .store
-            .maintenance_task(DELETE_AGED_CM_DATA)
-            .await
-            .map_err(internal)?;
-        Ok(view(task, r.clock.now_ms()))
-    })
-    .await?;
+    let task = r
+        .store
+        .maintenance_task(DELETE_AGED_CM_DATA)
+        .await
+        .map_err(internal)?;
+    let v = view(task, r.clock.now_ms());
     Ok(json_response(StatusCode::OK, &v))
 }
 
@@ -72,25 +62,22 @@ async fn set(ctx: Ctx) -> Reply {
     let change: SettingsChange = serde_json::from_slice(&ctx.body)
         .map_err(|e| Refusal::Malformed(format!("maintenance settings: {e}")))?;
     let r = ctx.state.retention.clone();
-    let v = detached(async move {
-        let task = r
-            .store
-            .maintenance_task(DELETE_AGED_CM_DATA)
-            .await
-            .map_err(internal)?;
-        let new = apply(&task, &change).map_err(|e| Refusal::Malformed(e.to_string()))?;
-        r.store
-            .update_maintenance_task(&new)
-            .await
-            .map_err(internal)?;
-        let stored = r
-            .store
-            .maintenance_task(DELETE_AGED_CM_DATA)
-            .await
-            .map_err(internal)?;
-        Ok(view(stored, r.clock.now_ms()))
-    })
-    .await?;
+    let task = r
+        .store
+        .maintenance_task(DELETE_AGED_CM_DATA)
+        .await
+        .map_err(internal)?;
+    let new = apply(&task, &change).map_err(|e| Refusal::Malformed(e.to_string()))?;
+    r.store
+        .update_maintenance_task(&new)
+        .await
+        .map_err(internal)?;
+    let stored = r
+        .store
+        .maintenance_task(DELETE_AGED_CM_DATA)
+        .await
+        .map_err(internal)?;
+    let v = view(stored, r.clock.now_ms());
     // The retention age travels in the policy.
     ctx.state.policy_changed.notify_one();
     Ok(json_response(StatusCode::OK, &v))
@@ -105,14 +92,12 @@ async fn runs(ctx: Ctx) -> Reply {
             .filter(|n| (1..=1000).contains(n))
             .ok_or_else(|| Refusal::Malformed("limit must be 1 to 1000".into()))?,
     };
-    let store = ctx.state.store.clone();
-    let runs = detached(async move {
-        store
-            .maintenance_runs(DELETE_AGED_CM_DATA, limit)
-            .await
-            .map_err(internal)
-    })
-    .await?;
+    let runs = ctx
+        .state
+        .store
+        .maintenance_runs(DELETE_AGED_CM_DATA, limit)
+        .await
+        .map_err(internal)?;
     Ok(json_response(StatusCode::OK, &runs))
 }
 
