@@ -151,15 +151,15 @@ fn one_line(msg: &str) -> String {
     }
 }
 
-/// An override's value: TOML if it parses as a TOML value (numbers, booleans, arrays), else a
-/// plain string.
+/// An override's value: TOML if the whole of it is one TOML value (numbers, booleans, arrays),
+/// else a plain string — so a value with a newline in it is never cut to its first line.
 fn parse_env_value(v: &str) -> toml::Value {
     let doc = format!("v = {v}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => t
+        Ok(mut t) if t.len() == 1 => t
             .remove("v")
             .unwrap_or_else(|| toml::Value::String(v.into())),
-        Err(_) => toml::Value::String(v.into()),
+        _ => toml::Value::String(v.into()),
     }
 }
 
@@ -224,6 +224,20 @@ mod tests {
         assert_eq!(l.value.spool.max_bytes, 42);
         assert_eq!(l.value.spool.path, "s.db");
         assert_eq!(l.path(Path::new("s.db")), dir.path().join("s.db"));
+    }
+
+    #[test]
+    fn an_override_is_one_value_or_a_string() {
+        assert_eq!(parse_env_value("42"), toml::Value::Integer(42));
+        assert_eq!(parse_env_value("true"), toml::Value::Boolean(true));
+        assert_eq!(
+            parse_env_value("1\nspool = 2"),
+            toml::Value::String("1\nspool = 2".into())
+        );
+        assert_eq!(
+            parse_env_value("/var/lib/mprelay"),
+            toml::Value::String("/var/lib/mprelay".into())
+        );
     }
 
     #[test]
