@@ -52,7 +52,12 @@ impl Driver {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .expect("chromedriver starts");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {CHROMEDRIVER} ({e}): install Debian's chromium and \
+                     chromium-driver (.ci/run does)"
+                )
+            });
         let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
         let port = loop {
             let line = lines
