@@ -136,7 +136,18 @@ impl Loopback {
         pull: PullOptions,
         clock: SharedClock,
     ) -> anyhow::Result<SiteHandle> {
-        Ok(site::start(SiteOptions {
+        Ok(site::start(self.site_options(store, relays, pull, clock)?)?)
+    }
+
+    /// The options [`Self::start_site`] starts a site server with (no admin listener).
+    pub fn site_options(
+        &self,
+        store: Store,
+        relays: &[&RelayHandle],
+        pull: PullOptions,
+        clock: SharedClock,
+    ) -> anyhow::Result<SiteOptions> {
+        Ok(SiteOptions {
             store,
             relays: relays
                 .iter()
@@ -154,7 +165,7 @@ impl Loopback {
                 evaluation_interval_s: None,
             },
             admin: None,
-        })?)
+        })
     }
 
     /// The admin API on 127.0.0.1 (ephemeral port) with the PKI's console certificate and token.
@@ -199,10 +210,13 @@ pub struct DemoOptions {
     /// Keep everything here instead of a temporary directory.
     pub dir: Option<PathBuf>,
     pub timeout: Duration,
+    /// Keep the relay and the site server running afterwards, with the site's console and
+    /// admin API on a loopback port ([`DemoOutcome::running`]).
+    pub serve: bool,
 }
 
 /// What the demo did.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DemoOutcome {
     pub reports: u64,
     pub devices: usize,
@@ -215,6 +229,39 @@ pub struct DemoOutcome {
     pub remediated: u64,
     pub errors: u64,
     pub dir: Option<PathBuf>,
+    /// With [`DemoOptions::serve`]: the system, still running.
+    pub running: Option<Running>,
+}
+
+/// The demo's relay and site server left running for a look at the console.
+pub struct Running {
+    /// `https://127.0.0.1:PORT/console`.
+    pub console_url: String,
+    /// The admin token to log in with, and the CA certificate the console's is signed by.
+    pub token_file: PathBuf,
+    pub ca_file: PathBuf,
+    site: SiteHandle,
+    relay: RelayHandle,
+    store: Store,
+    /// The temporary directory holding everything, when no `--dir` was given.
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("console_url", &self.console_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Stops the site server and the relay (a temporary directory is removed after).
+    pub async fn shutdown(self) {
+        self.site.shutdown().await;
+        self.relay.shutdown().await;
+        self.store.close().await;
+    }
 }
 
 struct Progress {
@@ -244,7 +291,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     let progress = Progress {
         on: std::io::stderr().is_terminal(),
     };
-    let temp;
+    let mut temp = None;
     let dir = match &opts.dir {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -257,8 +304,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
             d.clone()
         }
         None => {
-            temp = tempfile::tempdir().context("creating a temporary directory")?;
-            temp.path().to_path_buf()
+            let t = tempfile::tempdir().context("creating a temporary directory")?;
+            let p = t.path().to_path_buf();
+            temp = Some(t);
+            p
         }
     };
     progress.show("creating PKI…");
@@ -276,7 +325,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     let imported = crate::policy::import_texts(&store, &files)
         .await
         .context("importing the example baselines")?;
-    let site = lb.start_site(
+    let mut site_opts = lb.site_options(
         store.clone(),
         &[&relay],
         PullOptions {
@@ -285,6 +334,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         },
         clock::system(),
     )?;
+    if opts.serve {
+        site_opts.admin = Some(lb.admin_options().await?);
+    }
+    let site = site::start(site_opts)?;
     progress.show("pushing the policy to the relay…");
     let deadline = Instant::now() + opts.timeout;
     while site.relays[0]
@@ -372,9 +425,23 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     let summaries = store.baseline_summaries().await?;
     let overview = store.compliance_overview().await?;
     let elapsed = started.elapsed();
-    site.shutdown().await;
-    relay.shutdown().await;
-    store.close().await;
+    let running = match site.admin_addr {
+        Some(addr) if opts.serve => Some(Running {
+            console_url: format!("https://127.0.0.1:{}/console", addr.port()),
+            token_file: lb.paths.admin_token(),
+            ca_file: lb.paths.ca_cert(),
+            site,
+            relay,
+            store,
+            _temp: temp,
+        }),
+        _ => {
+            site.shutdown().await;
+            relay.shutdown().await;
+            store.close().await;
+            None
+        }
+    };
     Ok(DemoOutcome {
         reports: stored,
         devices: opts.devices,
@@ -385,6 +452,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         remediated,
         errors,
         dir: opts.dir,
+        running,
     })
 }
 

@@ -77,6 +77,10 @@ struct DemoArgs {
     /// Give up if not everything is stored within this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Keep the relay and the site server running afterwards and serve the site's web console
+    /// on a loopback port, until interrupted (Ctrl-C).
+    #[arg(long)]
+    serve: bool,
 }
 
 #[derive(Debug, Args)]
@@ -343,6 +347,7 @@ async fn demo(a: DemoArgs) -> Result<(), Failure> {
         devices: a.devices,
         dir: a.dir,
         timeout: Duration::from_secs(a.timeout),
+        serve: a.serve,
     })
     .await?;
     print!("{}", tables::overview(&out.overview));
@@ -359,6 +364,19 @@ async fn demo(a: DemoArgs) -> Result<(), Failure> {
         out.devices,
         out.elapsed.as_secs_f64()
     );
+    if let Some(running) = out.running {
+        println!(
+            "console: {} (log in with the token in {}; its certificate is signed by {})",
+            running.console_url,
+            running.token_file.display(),
+            running.ca_file.display()
+        );
+        println!("serving until interrupted (Ctrl-C)");
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        shutdown_signal().await;
+        running.shutdown().await;
+    }
     Ok(())
 }
 

@@ -427,6 +427,7 @@ async fn after_a_demo_load_the_console_shows_the_database_and_changes_retention(
         devices: 24,
         dir: Some(dir.clone()),
         timeout: Duration::from_secs(120),
+        serve: false,
     })
     .await
     .unwrap();

@@ -177,6 +177,76 @@ fn demo_stores_every_report() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("reports 12"));
 }
 
+/// `demo --serve` leaves the system running: its console answers with the demo's data to the
+/// token it names, and Ctrl-C (SIGINT) stops everything with exit status 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serve_keeps_the_console_up_until_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Killed(
+        mprelay()
+            .args(["demo", "--devices", "3", "--dir", "kept", "--serve"])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.starts_with("serving until interrupted");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    let console = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("console: "))
+        .unwrap_or_else(|| panic!("no console line: {lines:?}"));
+    let url = console.split_whitespace().next().unwrap();
+    assert!(console.contains("kept/certs"), "{console}");
+    let base = url.strip_suffix("/console").unwrap();
+
+    let paths = mprelay::pki::PkiPaths::new(dir.path().join("kept/certs"));
+    let roots = mprelay::pki::load_certs(&paths.ca_cert()).unwrap();
+    let tls = mprelay::pki::client_config(&roots, None, &[b"http/1.1"]).unwrap();
+    let c = mprelay::net::HttpClient::new(base, std::sync::Arc::new(tls)).unwrap();
+    let token = std::fs::read_to_string(paths.admin_token()).unwrap();
+    let auth = format!("Bearer {}", token.trim());
+    let page = c
+        .request(
+            http::Method::GET,
+            "/console",
+            None,
+            &[("authorization", auth.as_str())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.status, 200);
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(html.contains("SSH hardening"), "{html}");
+    // Without the token the console asks for a login instead.
+    let anon = c.get("/console").await.unwrap();
+    assert_ne!(anon.status, 200);
+
+    let sent = Command::new("kill")
+        .args(["-INT", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = tokio::task::spawn_blocking(move || child.0.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
 struct Killed(Child);
 impl Drop for Killed {
     fn drop(&mut self) {
