@@ -189,17 +189,19 @@ fn match_segments(segments: &[Segment], parts: &[&str]) -> Option<HashMap<String
 
 /// Query parameters of a URI, percent-decoded (`+` is a space). Undecodable pairs are skipped.
 pub fn parse_query(q: Option<&str>) -> HashMap<String, String> {
-    q.unwrap_or("")
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            Some((
-                percent_decode(&k.replace('+', " "))?,
-                percent_decode(&v.replace('+', " "))?,
-            ))
-        })
-        .collect()
+    urlencoded_pairs(q.unwrap_or("")).collect()
+}
+
+/// `name=value` pairs of a urlencoded query or form body, in order, percent-decoded (`+` is a
+/// space). Undecodable pairs are skipped.
+pub fn urlencoded_pairs(s: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    s.split('&').filter(|kv| !kv.is_empty()).filter_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        Some((
+            percent_decode(&k.replace('+', " "))?,
+            percent_decode(&v.replace('+', " "))?,
+        ))
+    })
 }
 
 /// `%XX` escapes to bytes; `None` for a broken escape or a result that is not UTF-8.

@@ -20,6 +20,7 @@ use tracing::error;
 
 use super::router::{Ctx, Reply, Router};
 use crate::policy::SETTING_PRIVACY_URL;
+use crate::site::console::html::esc;
 use crate::store::{DELETE_AGED_CM_DATA, MaintenanceTask, StoreError, TermsRecord};
 use crate::wire::{Refusal, json_response};
 
@@ -126,10 +127,10 @@ pub fn privacy_page(task: &MaintenanceTask, privacy_url: Option<&str>) -> String
             "<p>Compliance results older than <strong>{days} days</strong> are deleted by the \
              site's maintenance task <em>Delete Aged Configuration Management Data</em> (it runs \
              on {} between {} and {}, {}).",
-            escape(&days_of_week(&task.days_of_week)),
-            escape(&task.begin_time),
-            escape(&task.latest_begin_time),
-            escape(&task.time_zone),
+            esc(&days_of_week(&task.days_of_week)),
+            esc(&task.begin_time),
+            esc(&task.latest_begin_time),
+            esc(&task.time_zone),
         );
     } else {
         let _ = writeln!(
@@ -153,7 +154,7 @@ pub fn privacy_page(task: &MaintenanceTask, privacy_url: Option<&str>) -> String
     );
     match privacy_url {
         Some(u) => {
-            let u = escape(u);
+            let u = esc(u);
             let _ = writeln!(
                 p,
                 "<h2>Privacy statement</h2>\n<p>The organization's privacy statement: \
@@ -188,22 +189,6 @@ fn days_of_week(days: &[String]) -> String {
         })
         .collect();
     names.join(", ")
-}
-
-/// Text made safe for HTML content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -245,6 +230,6 @@ mod tests {
             p.contains("has not published a privacy statement URL"),
             "{p}"
         );
-        assert_eq!(escape("a'b&"), "a&#39;b&amp;");
+        assert_eq!(esc("a'b&"), "a&#39;b&amp;");
     }
 }

@@ -32,7 +32,7 @@ use tracing::{error, info, warn};
 
 pub use session::{Session, Sessions};
 
-use crate::site::admin::router::{Ctx, Reply, Router, percent_decode};
+use crate::site::admin::router::{Ctx, Reply, Router, urlencoded_pairs};
 use crate::store::{DAY_MS, DELETE_AGED_CM_DATA, StoreError};
 use form::RetentionForm;
 use html::{esc, page, state_badge, time, url_part};
@@ -143,17 +143,7 @@ fn not_found(ctx: &Ctx, what: &str) -> Response<Full<Bytes>> {
 
 /// `name=value` pairs of a urlencoded form body, in order (names may repeat).
 fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
-    String::from_utf8_lossy(body)
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            Some((
-                percent_decode(&k.replace('+', " "))?,
-                percent_decode(&v.replace('+', " "))?,
-            ))
-        })
-        .collect()
+    urlencoded_pairs(&String::from_utf8_lossy(body)).collect()
 }
 
 /// A form post from the session's own pages (or with the bearer token, which a browser never
