@@ -7,6 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Decode, Postgres, Row, Sqlite, Type};
 
 use super::compliance::{DefinitionRecord, NoncompliantDevice};
+use super::console::{DeviceRow, TrendSpan};
 use super::terms::{TermsRecord, TermsText};
 use super::{CurrentRow, RelayCursor, SettingView, StoreError};
 
@@ -160,4 +161,26 @@ pub(crate) fn group_noncompliant(
         }
     }
     Ok(out)
+}
+
+/// `baseline_id, state, first, last, devices`.
+pub(crate) fn trend_span_row(r: &impl Cols) -> Result<TrendSpan, StoreError> {
+    Ok(TrendSpan {
+        baseline_id: r.col(0)?,
+        state: r.col(1)?,
+        first: r.col(2)?,
+        last: r.col(3)?,
+        devices: r.count(4)?,
+    })
+}
+
+/// `device_id, hostname, os, last_seen_ms, failing_baselines`.
+pub(crate) fn device_row(r: &impl Cols) -> Result<DeviceRow, StoreError> {
+    Ok(DeviceRow {
+        device_id: r.col(0)?,
+        hostname: r.col(1)?,
+        os: r.col(2)?,
+        last_seen_ms: r.col(3)?,
+        failing_baselines: r.count(4)?,
+    })
 }

@@ -1,10 +1,9 @@
 //! SQLite queries for the console (see `console.rs`).
 
-use sqlx::Row;
-
 use super::StoreError;
 use super::console::{DAY_MS, DeviceRow, TrendSpan};
 use super::sqlite::SqliteStore;
+use crate::store::rows::{device_row, trend_span_row};
 
 impl SqliteStore {
     pub async fn trend_spans(
@@ -31,17 +30,7 @@ impl SqliteStore {
         .bind(i64::from(days) - 1)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TrendSpan {
-                    baseline_id: r.try_get(0)?,
-                    state: r.try_get(1)?,
-                    first: r.try_get(2)?,
-                    last: r.try_get(3)?,
-                    devices: r.try_get::<i64, _>(4)? as u64,
-                })
-            })
-            .collect()
+        rows.iter().map(trend_span_row).collect()
     }
 
     pub async fn search_devices(
@@ -62,16 +51,6 @@ impl SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeviceRow {
-                    device_id: r.try_get(0)?,
-                    hostname: r.try_get(1)?,
-                    os: r.try_get(2)?,
-                    last_seen_ms: r.try_get(3)?,
-                    failing_baselines: r.try_get::<i64, _>(4)? as u64,
-                })
-            })
-            .collect()
+        rows.iter().map(device_row).collect()
     }
 }
