@@ -20,6 +20,7 @@ use futures_util::future::try_join_all;
 use prost::Message;
 use serde::Serialize;
 
+use super::harness::round;
 use crate::clock;
 use crate::envelope::DeviceSigner;
 use crate::ids::MessageId;
@@ -171,11 +172,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     println!("{}", serde_json::to_string(&out)?);
     Ok(())
-}
-
-fn round(v: f64, digits: i32) -> f64 {
-    let p = 10f64.powi(digits);
-    (v * p).round() / p
 }
 
 /// Forward batches as the site would decode them from a relay: report `i` comes from device

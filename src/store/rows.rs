@@ -6,10 +6,14 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Decode, Postgres, Row, Sqlite, Type};
 
-use super::compliance::{DefinitionRecord, NoncompliantDevice};
+use super::compliance::{
+    BaselineOverview, CurrentView, DefinitionRecord, DefinitionSummary, NoncompliantDevice,
+    SettingSummary,
+};
 use super::console::{DeviceRow, TrendSpan};
+use super::maintenance::{MaintenanceRun, MaintenanceTask, RunStatus};
 use super::terms::{TermsRecord, TermsText};
-use super::{CurrentRow, RelayCursor, SettingView, StoreError};
+use super::{BaselineSummary, CurrentRow, HistoryView, RelayCursor, SettingView, StoreError};
 
 /// A value both backends decode the same way.
 pub(crate) trait Value:
@@ -182,5 +186,124 @@ pub(crate) fn device_row(r: &impl Cols) -> Result<DeviceRow, StoreError> {
         os: r.col(2)?,
         last_seen_ms: r.col(3)?,
         failing_baselines: r.count(4)?,
+    })
+}
+
+pub(crate) fn definition_summary_row(r: &impl Cols) -> Result<DefinitionSummary, StoreError> {
+    Ok(DefinitionSummary {
+        kind: r.col(0)?,
+        id: r.col(1)?,
+        revision: r.number(2)?,
+        name: r.col(3)?,
+        content_hash: r.col(4)?,
+        source_file: r.col(5)?,
+        imported_ms: r.col(6)?,
+    })
+}
+
+pub(crate) fn baseline_overview_row(r: &impl Cols) -> Result<BaselineOverview, StoreError> {
+    Ok(BaselineOverview {
+        baseline_id: r.col(0)?,
+        name: r.col(1)?,
+        revision: r.col::<Option<i64>>(2)?.map(|v| v as u32),
+        devices: r.count(3)?,
+        compliant: r.count(4)?,
+        non_compliant: r.count(5)?,
+        error: r.count(6)?,
+        unknown: r.count(7)?,
+        not_applicable: r.count(8)?,
+        never_reported: r.count(9)?,
+    })
+}
+
+pub(crate) fn setting_summary_row(r: &impl Cols) -> Result<SettingSummary, StoreError> {
+    Ok(SettingSummary {
+        ci_id: r.col(0)?,
+        setting_id: r.col(1)?,
+        severity: r.col(2)?,
+        compliant: r.count(3)?,
+        non_compliant: r.count(4)?,
+        error: r.count(5)?,
+        not_applicable: r.count(6)?,
+        unknown: r.count(7)?,
+        remediated: r.count(8)?,
+    })
+}
+
+pub(crate) fn current_view_row(r: &impl Cols) -> Result<CurrentView, StoreError> {
+    Ok(CurrentView {
+        baseline_id: r.col(0)?,
+        baseline_name: r.col(1)?,
+        baseline_revision: r.number(2)?,
+        state: r.col(3)?,
+        max_severity: r.col(4)?,
+        evaluated_ms: r.col(5)?,
+        message_id: r.col(6)?,
+        n_compliant: r.number(7)?,
+        n_non_compliant: r.number(8)?,
+        n_error: r.number(9)?,
+        n_not_applicable: r.number(10)?,
+        n_unknown: r.number(11)?,
+    })
+}
+
+pub(crate) fn baseline_summary_row(r: &impl Cols) -> Result<BaselineSummary, StoreError> {
+    Ok(BaselineSummary {
+        baseline_id: r.col(0)?,
+        baseline_name: r.col(1)?,
+        devices: r.count(2)?,
+        compliant: r.count(3)?,
+        non_compliant: r.count(4)?,
+        error: r.count(5)?,
+        unknown: r.count(6)?,
+        not_applicable: r.count(7)?,
+    })
+}
+
+pub(crate) fn history_view_row(r: &impl Cols) -> Result<HistoryView, StoreError> {
+    Ok(HistoryView {
+        state: r.col(0)?,
+        started_ms: r.col(1)?,
+        ended_ms: r.col(2)?,
+    })
+}
+
+/// `name, enabled, delete_older_than_days, days_of_week, begin_time, latest_begin_time,
+/// time_zone, updated_ms`.
+pub(crate) fn maintenance_task_row(r: &impl Cols) -> Result<MaintenanceTask, StoreError> {
+    let days: String = r.col(3)?;
+    Ok(MaintenanceTask {
+        name: r.col(0)?,
+        enabled: r.col(1)?,
+        delete_older_than_days: r.number(2)?,
+        days_of_week: days
+            .split(',')
+            .map(|d| d.trim().to_string())
+            .filter(|d| !d.is_empty())
+            .collect(),
+        begin_time: r.col(4)?,
+        latest_begin_time: r.col(5)?,
+        time_zone: r.col(6)?,
+        updated_ms: r.col(7)?,
+    })
+}
+
+/// `run_id, task, trigger, status, started_ms, ended_ms, cutoff_ms, rows_deleted (JSON),
+/// total_deleted, error`.
+pub(crate) fn maintenance_run_row(r: &impl Cols) -> Result<MaintenanceRun, StoreError> {
+    let status: String = r.col(3)?;
+    let json: String = r.col(7)?;
+    Ok(MaintenanceRun {
+        run_id: r.col(0)?,
+        task: r.col(1)?,
+        trigger: r.col(2)?,
+        status: RunStatus::parse(&status)?,
+        started_ms: r.col(4)?,
+        ended_ms: r.col(5)?,
+        cutoff_ms: r.col(6)?,
+        rows_deleted: serde_json::from_str(&json)
+            .map_err(|e| StoreError::Corrupt(format!("rows_deleted: {e}")))?,
+        total_deleted: r.count(8)?,
+        error: r.col(9)?,
     })
 }

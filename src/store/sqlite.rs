@@ -23,7 +23,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, SqlSafeStr, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::mpsc;
 
-use super::rows::{current_row, cursor_row, setting_view};
+use super::rows::{baseline_summary_row, current_row, cursor_row, history_view_row, setting_view};
 use super::*;
 use crate::clock;
 
@@ -360,20 +360,7 @@ impl SqliteStore {
         )
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(BaselineSummary {
-                    baseline_id: r.try_get(0)?,
-                    baseline_name: r.try_get(1)?,
-                    devices: r.try_get::<i64, _>(2)? as u64,
-                    compliant: r.try_get::<i64, _>(3)? as u64,
-                    non_compliant: r.try_get::<i64, _>(4)? as u64,
-                    error: r.try_get::<i64, _>(5)? as u64,
-                    unknown: r.try_get::<i64, _>(6)? as u64,
-                    not_applicable: r.try_get::<i64, _>(7)? as u64,
-                })
-            })
-            .collect()
+        rows.iter().map(baseline_summary_row).collect()
     }
 
     pub async fn report(&self, message_id: &str) -> Result<Option<ReportView>, StoreError> {
@@ -477,15 +464,7 @@ impl SqliteStore {
         .bind(baseline_id)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(HistoryView {
-                    state: r.try_get(0)?,
-                    started_ms: r.try_get(1)?,
-                    ended_ms: r.try_get(2)?,
-                })
-            })
-            .collect()
+        rows.iter().map(history_view_row).collect()
     }
 
     pub async fn report_message_ids(&self) -> Result<Vec<String>, StoreError> {

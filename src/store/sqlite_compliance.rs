@@ -8,7 +8,10 @@ use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 
 use super::StoreError;
 use super::compliance::*;
-use super::rows::{DEF_COLS, DEF_COLS_CI, definition_row, group_noncompliant};
+use super::rows::{
+    DEF_COLS, DEF_COLS_CI, baseline_overview_row, current_view_row, definition_row,
+    definition_summary_row, group_noncompliant, setting_summary_row,
+};
 use super::sqlite::SqliteStore;
 use crate::clock;
 
@@ -292,19 +295,7 @@ impl SqliteStore {
         )
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DefinitionSummary {
-                    kind: r.try_get(0)?,
-                    id: r.try_get(1)?,
-                    revision: r.try_get::<i64, _>(2)? as u32,
-                    name: r.try_get(3)?,
-                    content_hash: r.try_get(4)?,
-                    source_file: r.try_get(5)?,
-                    imported_ms: r.try_get(6)?,
-                })
-            })
-            .collect()
+        rows.iter().map(definition_summary_row).collect()
     }
 
     pub(super) async fn compliance_overview(
@@ -333,24 +324,7 @@ impl SqliteStore {
         .bind(only)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let n =
-                    |i: usize| -> Result<u64, sqlx::Error> { Ok(r.try_get::<i64, _>(i)? as u64) };
-                Ok(BaselineOverview {
-                    baseline_id: r.try_get(0)?,
-                    name: r.try_get(1)?,
-                    revision: r.try_get::<Option<i64>, _>(2)?.map(|v| v as u32),
-                    devices: n(3)?,
-                    compliant: n(4)?,
-                    non_compliant: n(5)?,
-                    error: n(6)?,
-                    unknown: n(7)?,
-                    not_applicable: n(8)?,
-                    never_reported: n(9)?,
-                })
-            })
-            .collect()
+        rows.iter().map(baseline_overview_row).collect()
     }
 
     /// Description, members and revisions of a baseline's latest revision.
@@ -431,23 +405,7 @@ impl SqliteStore {
         .bind(baseline_id)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let n =
-                    |i: usize| -> Result<u64, sqlx::Error> { Ok(r.try_get::<i64, _>(i)? as u64) };
-                Ok(SettingSummary {
-                    ci_id: r.try_get(0)?,
-                    setting_id: r.try_get(1)?,
-                    severity: r.try_get(2)?,
-                    compliant: n(3)?,
-                    non_compliant: n(4)?,
-                    error: n(5)?,
-                    not_applicable: n(6)?,
-                    unknown: n(7)?,
-                    remediated: n(8)?,
-                })
-            })
-            .collect()
+        rows.iter().map(setting_summary_row).collect()
     }
 
     pub(super) async fn current_for_device(
@@ -462,26 +420,7 @@ impl SqliteStore {
         .bind(device_id)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let n =
-                    |i: usize| -> Result<u32, sqlx::Error> { Ok(r.try_get::<i64, _>(i)? as u32) };
-                Ok(CurrentView {
-                    baseline_id: r.try_get(0)?,
-                    baseline_name: r.try_get(1)?,
-                    baseline_revision: n(2)?,
-                    state: r.try_get(3)?,
-                    max_severity: r.try_get(4)?,
-                    evaluated_ms: r.try_get(5)?,
-                    message_id: r.try_get(6)?,
-                    n_compliant: n(7)?,
-                    n_non_compliant: n(8)?,
-                    n_error: n(9)?,
-                    n_not_applicable: n(10)?,
-                    n_unknown: n(11)?,
-                })
-            })
-            .collect()
+        rows.iter().map(current_view_row).collect()
     }
 
     pub(super) async fn noncompliant_devices(

@@ -1,8 +1,7 @@
 //! SQLite queries for maintenance task settings (see `maintenance.rs`).
 
+use crate::store::rows::{maintenance_run_row, maintenance_task_row};
 use std::collections::BTreeMap;
-
-use sqlx::Row;
 
 use super::StoreError;
 use super::maintenance::{MaintenanceRun, MaintenanceTask, RunStatus, RunTrigger};
@@ -20,21 +19,7 @@ impl SqliteStore {
         .fetch_optional(&self.reader)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("maintenance task {name:?} is missing")))?;
-        let days: String = r.try_get(3)?;
-        Ok(MaintenanceTask {
-            name: r.try_get(0)?,
-            enabled: r.try_get(1)?,
-            delete_older_than_days: r.try_get::<i64, _>(2)? as u32,
-            days_of_week: days
-                .split(',')
-                .map(|d| d.trim().to_string())
-                .filter(|d| !d.is_empty())
-                .collect(),
-            begin_time: r.try_get(4)?,
-            latest_begin_time: r.try_get(5)?,
-            time_zone: r.try_get(6)?,
-            updated_ms: r.try_get(7)?,
-        })
+        maintenance_task_row(&r)
     }
 
     pub async fn update_maintenance_task(&self, t: &MaintenanceTask) -> Result<(), StoreError> {
@@ -136,24 +121,6 @@ impl SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let status: String = r.try_get(3)?;
-                let json: String = r.try_get(7)?;
-                Ok(MaintenanceRun {
-                    run_id: r.try_get(0)?,
-                    task: r.try_get(1)?,
-                    trigger: r.try_get(2)?,
-                    status: RunStatus::parse(&status)?,
-                    started_ms: r.try_get(4)?,
-                    ended_ms: r.try_get(5)?,
-                    cutoff_ms: r.try_get(6)?,
-                    rows_deleted: serde_json::from_str(&json)
-                        .map_err(|e| StoreError::Corrupt(format!("rows_deleted: {e}")))?,
-                    total_deleted: r.try_get::<i64, _>(8)? as u64,
-                    error: r.try_get(9)?,
-                })
-            })
-            .collect()
+        rows.iter().map(maintenance_run_row).collect()
     }
 }

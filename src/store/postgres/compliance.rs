@@ -13,7 +13,10 @@ use super::PostgresStore;
 use crate::clock;
 use crate::store::StoreError;
 use crate::store::compliance::*;
-use crate::store::rows::{DEF_COLS, DEF_COLS_CI, definition_row, group_noncompliant};
+use crate::store::rows::{
+    DEF_COLS, DEF_COLS_CI, baseline_overview_row, current_view_row, definition_row,
+    definition_summary_row, group_noncompliant, setting_summary_row,
+};
 
 impl PostgresStore {
     pub async fn import_definitions(
@@ -299,19 +302,7 @@ impl PostgresStore {
         )
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DefinitionSummary {
-                    kind: r.try_get(0)?,
-                    id: r.try_get(1)?,
-                    revision: r.try_get::<i64, _>(2)? as u32,
-                    name: r.try_get(3)?,
-                    content_hash: r.try_get(4)?,
-                    source_file: r.try_get(5)?,
-                    imported_ms: r.try_get(6)?,
-                })
-            })
-            .collect()
+        rows.iter().map(definition_summary_row).collect()
     }
 
     pub(crate) async fn compliance_overview(
@@ -341,24 +332,7 @@ impl PostgresStore {
         .bind(only)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                let n =
-                    |i: usize| -> Result<u64, sqlx::Error> { Ok(r.try_get::<i64, _>(i)? as u64) };
-                Ok(BaselineOverview {
-                    baseline_id: r.try_get(0)?,
-                    name: r.try_get(1)?,
-                    revision: r.try_get::<Option<i64>, _>(2)?.map(|v| v as u32),
-                    devices: n(3)?,
-                    compliant: n(4)?,
-                    non_compliant: n(5)?,
-                    error: n(6)?,
-                    unknown: n(7)?,
-                    not_applicable: n(8)?,
-                    never_reported: n(9)?,
-                })
-            })
-            .collect()
+        rows.iter().map(baseline_overview_row).collect()
     }
 
     /// Description, members and revisions of a baseline's latest revision.
@@ -445,23 +419,7 @@ impl PostgresStore {
         .bind(baseline_id)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                let n =
-                    |i: usize| -> Result<u64, sqlx::Error> { Ok(r.try_get::<i64, _>(i)? as u64) };
-                Ok(SettingSummary {
-                    ci_id: r.try_get(0)?,
-                    setting_id: r.try_get(1)?,
-                    severity: r.try_get(2)?,
-                    compliant: n(3)?,
-                    non_compliant: n(4)?,
-                    error: n(5)?,
-                    not_applicable: n(6)?,
-                    unknown: n(7)?,
-                    remediated: n(8)?,
-                })
-            })
-            .collect()
+        rows.iter().map(setting_summary_row).collect()
     }
 
     pub(crate) async fn current_for_device(
@@ -477,26 +435,7 @@ impl PostgresStore {
         .bind(device_id)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                let n =
-                    |i: usize| -> Result<u32, sqlx::Error> { Ok(r.try_get::<i64, _>(i)? as u32) };
-                Ok(CurrentView {
-                    baseline_id: r.try_get(0)?,
-                    baseline_name: r.try_get(1)?,
-                    baseline_revision: n(2)?,
-                    state: r.try_get(3)?,
-                    max_severity: r.try_get(4)?,
-                    evaluated_ms: r.try_get(5)?,
-                    message_id: r.try_get(6)?,
-                    n_compliant: n(7)?,
-                    n_non_compliant: n(8)?,
-                    n_error: n(9)?,
-                    n_not_applicable: n(10)?,
-                    n_unknown: n(11)?,
-                })
-            })
-            .collect()
+        rows.iter().map(current_view_row).collect()
     }
 
     pub(crate) async fn noncompliant_devices(

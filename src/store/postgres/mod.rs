@@ -41,7 +41,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use tracing::{instrument, warn};
 
-use super::rows::{current_row, cursor_row};
+use super::rows::{baseline_summary_row, current_row, cursor_row, history_view_row};
 use super::sqlite::{embedded, migrator};
 use super::*;
 use crate::clock;
@@ -199,20 +199,7 @@ impl PostgresStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(BaselineSummary {
-                    baseline_id: r.try_get(0)?,
-                    baseline_name: r.try_get(1)?,
-                    devices: r.try_get::<i64, _>(2)? as u64,
-                    compliant: r.try_get::<i64, _>(3)? as u64,
-                    non_compliant: r.try_get::<i64, _>(4)? as u64,
-                    error: r.try_get::<i64, _>(5)? as u64,
-                    unknown: r.try_get::<i64, _>(6)? as u64,
-                    not_applicable: r.try_get::<i64, _>(7)? as u64,
-                })
-            })
-            .collect()
+        rows.iter().map(baseline_summary_row).collect()
     }
 
     /// Where a report lives: its number and its received time (which names its partition).
@@ -348,15 +335,7 @@ impl PostgresStore {
         .bind(baseline_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(HistoryView {
-                    state: r.try_get(0)?,
-                    started_ms: r.try_get(1)?,
-                    ended_ms: r.try_get(2)?,
-                })
-            })
-            .collect()
+        rows.iter().map(history_view_row).collect()
     }
 
     pub async fn report_message_ids(&self) -> Result<Vec<String>, StoreError> {
