@@ -24,9 +24,9 @@ pub struct Args {
     /// Idle agent connections to hold at once.
     #[arg(long, default_value_t = 25_000)]
     pub connections: usize,
-    /// HTTP version of the idle connections (agents offer HTTP/2 first, so 2 is what a relay
-    /// full of agents holds).
-    #[arg(long, value_enum, default_value_t = Http::H2)]
+    /// HTTP version of the idle connections (agents offer both and the relay prefers HTTP/1.1,
+    /// so 1 is what a relay full of agents holds).
+    #[arg(long, value_enum, default_value_t = Http::H1)]
     pub http: Http,
     /// Reports submitted over other connections while the idle ones are held.
     #[arg(long, default_value_t = 5_000)]

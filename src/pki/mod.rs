@@ -588,7 +588,12 @@ pub fn server_config(
         }
     };
     let mut cfg = builder.with_single_cert(certs, key)?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 first: rustls picks the first protocol of this list the client offers, so an
+    // agent offering both (as mprelay's does) gets HTTP/1.1. An agent has one request in flight
+    // at a time, so HTTP/2's streams buy it nothing, while an idle HTTP/1.1 connection costs the
+    // relay about a quarter less memory and a request about a sixth less CPU (`mprelay bench
+    // connections`, `mprelay bench intake --http 1|2`). A client offering only h2 still gets it.
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec(), b"h2".to_vec()];
     // The server's order decides, so every client gets the cheaper suite.
     cfg.ignore_client_order = true;
     // Stateless session tickets (keys rotate every 6 hours, in memory only): an agent that

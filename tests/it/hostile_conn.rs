@@ -253,6 +253,37 @@ const ACK: u8 = 0x1;
 const REFUSED_STREAM: u32 = 0x7;
 const CANCEL: u32 = 0x8;
 
+#[tokio::test]
+async fn http1_request_heads_past_8_kib_get_431_and_agents_get_http1() {
+    let sys = TestSystem::relay_only(|_| {}).await;
+    let ca = sys.lb.paths.ca_cert();
+    let addr = sys.relay().agent_addr;
+    let get = |pad: usize| {
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {}\r\n\r\n",
+            "p".repeat(pad)
+        )
+    };
+
+    // A client offering both protocols, as agents do, gets HTTP/1.1.
+    let mut s = tls(addr, &ca, &[b"h2", b"http/1.1"], None).await.unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    // A head just inside the limit is served, twice on the same connection.
+    for _ in 0..2 {
+        s.write_all(get(7 * 1024).as_bytes()).await.unwrap();
+        let (status, _) = read_h1_response(&mut s).await.expect("an answer");
+        assert_eq!(status, 200);
+    }
+    // One past it is refused by the HTTP layer and the connection ends.
+    s.write_all(get(9 * 1024).as_bytes()).await.unwrap();
+    let (status, _) = read_h1_response(&mut s).await.expect("an answer");
+    assert_eq!(status, 431);
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest).await;
+    assert!(rest.is_empty(), "nothing after the refusal");
+    honest_client_is_served(&sys).await;
+}
+
 fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len();
     let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, ty, flags];
