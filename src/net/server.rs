@@ -72,8 +72,6 @@ impl Default for Limits {
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
-    /// DER of the verified client certificate chain's end entity, when one was presented.
-    pub client_cert: Option<Arc<Vec<u8>>>,
 }
 
 /// A request handler: gets the request and its peer, returns the full response.
@@ -200,6 +198,18 @@ async fn accept_loop<H: Handler>(
     }
 }
 
+/// What a connection's service shares with the loop serving it.
+#[derive(Default)]
+struct ConnState {
+    /// Requests begun on the connection.
+    served: AtomicU64,
+    in_flight: AtomicUsize,
+    /// The request cap was reached: close once its response is out.
+    close_now: Notify,
+    /// A request finished (the idle timer starts over).
+    activity: Notify,
+}
+
 /// A connection the listener took, with its slot of the connection cap (given back when the
 /// connection ends).
 struct Accepted {
@@ -221,43 +231,33 @@ async fn serve_connection<H: Handler>(
         addr,
         slot: _slot,
     } = accepted;
-    let Some((tls, client_cert)) = handshake(stream, &acceptor, &limits, &stats).await else {
+    let Some(tls) = handshake(stream, &acceptor, &limits, &stats).await else {
         return;
     };
     stats.open_connections.fetch_add(1, Ordering::Relaxed);
-    let peer = Arc::new(Peer { addr, client_cert });
+    let peer = Arc::new(Peer { addr });
 
-    let served = Arc::new(AtomicU64::new(0));
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let close_now = Arc::new(Notify::new());
-    let activity = Arc::new(Notify::new());
+    let state = Arc::new(ConnState::default());
     let max_requests = limits.max_requests_per_connection;
     let svc = {
-        let (served, in_flight, close_now, activity) = (
-            served.clone(),
-            in_flight.clone(),
-            close_now.clone(),
-            activity.clone(),
-        );
+        let state = state.clone();
         service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
             let peer = peer.clone();
-            let (served, in_flight, close_now, activity) = (
-                served.clone(),
-                in_flight.clone(),
-                close_now.clone(),
-                activity.clone(),
-            );
+            let state = state.clone();
             async move {
-                in_flight.fetch_add(1, Ordering::Relaxed);
-                let n = served.fetch_add(1, Ordering::Relaxed) + 1;
-                let mut resp = handler.call(req, peer).await;
-                in_flight.fetch_sub(1, Ordering::Relaxed);
-                activity.notify_one();
+                state.in_flight.fetch_add(1, Ordering::Relaxed);
+                let n = state.served.fetch_add(1, Ordering::Relaxed) + 1;
+                // Boxed: hyper keeps an allocation the size of this future for as long as the
+                // connection lives, so the handler's own (larger) future is allocated only
+                // while a request runs.
+                let mut resp = Box::pin(handler.call(req, peer)).await;
+                state.in_flight.fetch_sub(1, Ordering::Relaxed);
+                state.activity.notify_one();
                 if n >= max_requests {
                     resp.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    close_now.notify_one();
+                    state.close_now.notify_one();
                 }
                 Ok::<_, std::convert::Infallible>(resp)
             }
@@ -301,13 +301,13 @@ async fn serve_connection<H: Handler>(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = close_now.notified(), if !closing => {
+            _ = state.close_now.notified(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = activity.notified() => {}
+            _ = state.activity.notified() => {}
             _ = tokio::time::sleep(idle), if !closing => {
-                if in_flight.load(Ordering::Relaxed) == 0 {
+                if state.in_flight.load(Ordering::Relaxed) == 0 {
                     debug!("idle timeout");
                     closing = true;
                     conn.as_mut().graceful_shutdown();
@@ -318,25 +318,16 @@ async fn serve_connection<H: Handler>(
     stats.open_connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// The TLS handshake, within the listener's time limit; the stream and the end-entity
-/// certificate the client presented, if any.
+/// The TLS handshake, within the listener's time limit.
 async fn handshake(
     stream: TcpStream,
     acceptor: &TlsAcceptor,
     limits: &Limits,
     stats: &ListenerStats,
-) -> Option<(TlsStream<TcpStream>, Option<Arc<Vec<u8>>>)> {
+) -> Option<TlsStream<TcpStream>> {
     let accept = acceptor.accept(stream).into_fallible();
     match tokio::time::timeout(limits.handshake_timeout, accept).await {
-        Ok(Ok(s)) => {
-            let cert = s
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| Arc::new(c.as_ref().to_vec()));
-            Some((s, cert))
-        }
+        Ok(Ok(s)) => Some(s),
         Ok(Err((e, tcp))) => {
             stats.failed_handshakes.fetch_add(1, Ordering::Relaxed);
             debug!(error = %e, "TLS handshake failed");
