@@ -209,14 +209,13 @@ impl Retention {
         };
         let ran = self
             .store
-            .maintenance_runs(DELETE_AGED_CM_DATA, 50)
-            .await?
-            .iter()
-            .any(|r| {
-                r.trigger == RunTrigger::Schedule.as_str()
-                    && r.started_ms >= window.start_ms
-                    && r.started_ms < window.end_ms
-            });
+            .maintenance_run_started(
+                DELETE_AGED_CM_DATA,
+                RunTrigger::Schedule,
+                window.start_ms,
+                window.end_ms,
+            )
+            .await?;
         if ran {
             return Ok(Outcome::AlreadyRan { window });
         }
@@ -373,10 +372,8 @@ impl Retention {
     async fn finish(&self, run_id: i64) -> Result<Outcome, RetentionError> {
         let run = self
             .store
-            .maintenance_runs(DELETE_AGED_CM_DATA, 50)
+            .maintenance_run(run_id)
             .await?
-            .into_iter()
-            .find(|r| r.run_id == run_id)
             .ok_or_else(|| StoreError::Corrupt(format!("maintenance run {run_id} vanished")))?;
         Ok(Outcome::Ran { run })
     }

@@ -141,6 +141,21 @@ impl Store {
         dispatch!(self, s => s.maintenance_runs(task, limit).await)
     }
 
+    pub async fn maintenance_run(&self, run_id: i64) -> Result<Option<MaintenanceRun>, StoreError> {
+        dispatch!(self, s => s.maintenance_run(run_id).await)
+    }
+
+    /// Whether a run of `task` by `trigger` started in [`from_ms`, `until_ms`).
+    pub async fn maintenance_run_started(
+        &self,
+        task: &str,
+        trigger: RunTrigger,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.maintenance_run_started(task, trigger, from_ms, until_ms).await)
+    }
+
     /// The retention age in force, in days.
     pub async fn retention_days(&self) -> Result<u32, StoreError> {
         Ok(self

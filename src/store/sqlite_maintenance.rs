@@ -123,4 +123,33 @@ impl SqliteStore {
         .await?;
         rows.iter().map(maintenance_run_row).collect()
     }
+    pub async fn maintenance_run(&self, run_id: i64) -> Result<Option<MaintenanceRun>, StoreError> {
+        let row = sqlx::query(
+            "SELECT run_id, task, trigger, status, started_ms, ended_ms, cutoff_ms, \
+             rows_deleted, total_deleted, error FROM maintenance_runs WHERE run_id = ?",
+        )
+        .bind(run_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(maintenance_run_row).transpose()
+    }
+
+    pub async fn maintenance_run_started(
+        &self,
+        task: &str,
+        trigger: RunTrigger,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM maintenance_runs WHERE task = ? AND trigger = ? \
+             AND started_ms >= ? AND started_ms < ?)",
+        )
+        .bind(task)
+        .bind(trigger.as_str())
+        .bind(from_ms)
+        .bind(until_ms)
+        .fetch_one(&self.reader)
+        .await?)
+    }
 }

@@ -407,6 +407,27 @@ async fn the_schedule_window_is_honoured(db: TestDb) {
         r.tick(&no_stop(), None).await.unwrap(),
         Outcome::AlreadyRan { .. }
     ));
+    // However many manual runs came after it in the window.
+    for i in 0..60 {
+        let id = store
+            .start_maintenance_run(
+                DELETE_AGED_CM_DATA,
+                RunTrigger::Manual,
+                sat + 60 * MIN_MS + i,
+                sat - 90 * DAY_MS,
+            )
+            .await
+            .unwrap();
+        let done = RunStatus::Succeeded;
+        store
+            .update_maintenance_run(id, done, sat + 60 * MIN_MS + i, &Default::default(), None)
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        r.tick(&no_stop(), None).await.unwrap(),
+        Outcome::AlreadyRan { .. }
+    ));
     // The window closed at 05:00 (the site was down, say): the run waits for next Saturday.
     clock.set(sat + 5 * 60 * MIN_MS);
     match r.tick(&no_stop(), None).await.unwrap() {

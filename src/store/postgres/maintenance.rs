@@ -125,4 +125,33 @@ impl PostgresStore {
         .await?;
         rows.iter().map(maintenance_run_row).collect()
     }
+    pub async fn maintenance_run(&self, run_id: i64) -> Result<Option<MaintenanceRun>, StoreError> {
+        let row = sqlx::query(
+            "SELECT run_id, task, trigger, status, started_ms, ended_ms, cutoff_ms, \
+             rows_deleted, total_deleted, error FROM maintenance_runs WHERE run_id = $1",
+        )
+        .bind(run_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(maintenance_run_row).transpose()
+    }
+
+    pub async fn maintenance_run_started(
+        &self,
+        task: &str,
+        trigger: RunTrigger,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM maintenance_runs WHERE task = $1 AND trigger = $2 \
+             AND started_ms >= $3 AND started_ms < $4)",
+        )
+        .bind(task)
+        .bind(trigger.as_str())
+        .bind(from_ms)
+        .bind(until_ms)
+        .fetch_one(self.pool())
+        .await?)
+    }
 }
