@@ -756,6 +756,61 @@ async fn two_writers_on_overlapping_devices_stay_consistent(db: TestDb) {
 }
 both_backends!(two_writers_on_overlapping_devices_stay_consistent);
 
+/// A batch of one day goes straight into that day's partitions; when another site server's
+/// retention has dropped them meanwhile, the batch fails whole and its retry is stored through
+/// the parent (in the default partitions), losing nothing.
+#[tokio::test]
+async fn a_day_partition_dropped_under_the_writer_costs_one_retry() {
+    let db = TestDb::create(Backend::Postgres, "dropped_day_partition").await;
+    let store = db.store().await;
+    let now = mprelay::clock::now_ms();
+    let first: Vec<ReportRow> = (0..3)
+        .map(|i| report(&format!("dev-{i}"), "ssh", now, State::Compliant))
+        .collect();
+    store
+        .write_batch(&batch("relay-a", 3, first.clone()))
+        .await
+        .unwrap();
+    let day = format!("to_char(to_timestamp({now} / 1000.0) AT TIME ZONE 'UTC', 'YYYYMMDD')");
+    let in_day = |table: &str| {
+        format!(
+            "SELECT COUNT(*) FROM {table} WHERE tableoid::regclass::text = '{table}_d' || {day}"
+        )
+    };
+    assert_eq!(db.scalar(&in_day("setting_results")).await, 12);
+
+    // Another site server's retention drops today's partitions.
+    db.exec(&format!(
+        "DO $$ BEGIN \
+         EXECUTE 'DROP TABLE setting_results_d' || {day}; \
+         EXECUTE 'DROP TABLE compliance_reports_d' || {day}; END $$"
+    ))
+    .await;
+    let second: Vec<ReportRow> = (0..3)
+        .map(|i| report(&format!("dev-{i}"), "ssh", now + 1000, State::NonCompliant))
+        .collect();
+    let b = batch("relay-a", 6, second.clone());
+    store
+        .write_batch(&b)
+        .await
+        .expect_err("the partition is gone");
+    assert_eq!(store.counts().await.unwrap().reports, 0);
+    store
+        .write_batch(&b)
+        .await
+        .expect("the retry goes through the parent");
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM setting_results_default")
+            .await,
+        12
+    );
+    for r in &second {
+        assert_eq!(store.report_settings(&r.message_id).await.unwrap().len(), 4);
+        let cur = store.current(&r.device_id, "ssh").await.unwrap().unwrap();
+        assert_eq!(cur.message_id, r.message_id);
+    }
+}
+
 /// The intake path into PostgreSQL, with two site servers sharing the database, each pulling
 /// its own relay, and the same devices submitting through both relays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

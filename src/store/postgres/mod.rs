@@ -55,6 +55,8 @@ pub struct PostgresStore {
     /// Held while a summarization of setting_results ranges runs: one at a time is enough
     /// (each takes every range still unsummarized), and more would only queue for connections.
     summarizing: Arc<tokio::sync::Mutex<()>>,
+    /// The days whose partitions batches may be written into directly.
+    known_days: partitions::KnownDays,
 }
 
 impl PostgresStore {
@@ -82,6 +84,7 @@ impl PostgresStore {
         let store = Self {
             pool,
             summarizing: Arc::default(),
+            known_days: Default::default(),
         };
         store.ensure_partitions(clock::now_ms()).await?;
         Ok(store)
@@ -92,18 +95,23 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// The days whose partitions batches may be written into directly, for sibling modules.
+    pub(crate) fn known_days(&self) -> &partitions::KnownDays {
+        &self.known_days
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
 
     /// Makes the missing day partitions around `now_ms`; returns how many it made.
     pub async fn ensure_partitions(&self, now_ms: i64) -> Result<u32, StoreError> {
-        partitions::ensure(&self.pool, now_ms).await
+        partitions::ensure(&self.pool, &self.known_days, now_ms).await
     }
 
     #[instrument(skip_all, fields(relay_id = %b.relay_id, reports = b.reports.len()))]
     pub async fn write_batch(&self, b: &WriteBatch) -> Result<WriteOutcome, StoreError> {
-        let (out, days) = write::write_batch(&self.pool, b).await?;
+        let (out, days) = write::write_batch(&self.pool, &self.known_days, b).await?;
         if days.is_empty() {
             return Ok(out);
         }

@@ -164,6 +164,10 @@ impl PostgresStore {
 
     /// Counts and drops one day partition, stepping back while writers hold its parent.
     async fn drop_partition(&self, p: &Partition) -> Result<u64, StoreError> {
+        // From now on this server's batches of that day go through the parent.
+        if let Some(day) = p.day {
+            self.known_days().forget(day);
+        }
         let mut tries = 0;
         loop {
             tries += 1;

@@ -4,7 +4,9 @@
 //! 1. `BEGIN` and the locks, in one simple query (see below);
 //! 2. dedup: the message ids go into `report_message_ids` (`INSERT … SELECT FROM UNNEST … ON
 //!    CONFLICT DO NOTHING RETURNING`), which answers which reports are new and numbers them;
-//! 3. the new reports, then 4. their setting results, streamed with binary `COPY`;
+//! 3. the new reports, then 4. their setting results, streamed with binary `COPY` (straight into
+//!    the day's partitions when all of them were received on one day whose partitions are known
+//!    to exist, see [`KnownDays`]; else into the parent tables, which route each row);
 //! 5. the current rows of the batch's (device, baseline) pairs;
 //! 6. one statement of data-modifying CTEs carrying out the [`plan_transitions`] plan (history
 //!    intervals closed and opened, current compliance updated or inserted), the devices upsert
@@ -36,7 +38,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, SqlSafeStr};
 
 use super::copy::CopyWriter;
-use super::partitions;
+use super::partitions::{self, KnownDays};
 use crate::clock;
 use crate::compliance::Rollup;
 use crate::store::rows::current_row;
@@ -53,6 +55,9 @@ pub const MAX_DEVICE_LOCKS: usize = 1024;
 /// the batch locks all devices ("mprelay:d").
 const ALL_DEVICES_LOCK: i64 = 0x6d70_7265_6c61_7964;
 
+/// SQLSTATE of a missing table.
+const UNDEFINED_TABLE: &str = "42P01";
+
 /// Names the advisory locks of devices, so they cannot meet other users' keys.
 const DEVICE_LOCK_DOMAIN: &[u8] = b"mprelay/v1/device\0";
 
@@ -60,6 +65,7 @@ const DEVICE_LOCK_DOMAIN: &[u8] = b"mprelay/v1/device\0";
 /// it wrote (whose block ranges want summarizing).
 pub(crate) async fn write_batch(
     pool: &PgPool,
+    known: &KnownDays,
     b: &WriteBatch,
 ) -> Result<(WriteOutcome, BTreeSet<i64>), StoreError> {
     let now = clock::now_ms();
@@ -89,8 +95,37 @@ pub(crate) async fn write_batch(
     out.reports_inserted = numbered.len() as u64;
     out.reports_duplicate = (b.reports.len() - numbered.len()) as u64;
 
-    copy_reports(&mut tx, "compliance_reports", &numbered, now).await?;
-    out.settings_inserted = copy_settings(&mut tx, "setting_results", &numbered).await?;
+    // Straight into the day's partitions when every new report falls in one known day.
+    let day = numbered
+        .first()
+        .map(|(_, r)| partitions::day_of(r.received_ms));
+    let day = day.filter(|d| {
+        known.contains(*d)
+            && numbered
+                .iter()
+                .all(|(_, r)| partitions::day_of(r.received_ms) == *d)
+    });
+    let table = |parent: &str| match day {
+        Some(d) => partitions::partition_name(parent, d),
+        None => parent.to_string(),
+    };
+    let copied = async {
+        copy_reports(&mut tx, &table("compliance_reports"), &numbered, now).await?;
+        let n = copy_settings(&mut tx, &table("setting_results"), &numbered).await?;
+        Ok::<_, StoreError>(n)
+    }
+    .await;
+    out.settings_inserted = match (copied, day) {
+        (Err(StoreError::Db(sqlx::Error::Database(e))), Some(d))
+            if e.code().as_deref() == Some(UNDEFINED_TABLE) =>
+        {
+            // Dropped by another site server's retention: the batch fails (nothing of it is
+            // kept) and its retry goes through the parent.
+            known.forget(d);
+            return Err(StoreError::Db(sqlx::Error::Database(e)));
+        }
+        (copied, _) => copied?,
+    };
 
     let reports: Vec<&ReportRow> = numbered.iter().map(|(_, r)| *r).collect();
     let (plan, existing) = plan_with_current(&mut tx, &reports).await?;
