@@ -528,12 +528,11 @@ impl Handler for AgentFacing {
         let st = &self.0;
         let path = req.uri().path().to_string();
         let result = match (req.method(), path.as_str()) {
-            // Boxed per request: hyper keeps room for the in-flight handler future for the
-            // whole life of a connection, and an idle agent connection should not hold the
-            // state of the largest request it might make.
-            (&Method::POST, "/v1/submissions") => Box::pin(intake::submit(st, req)).await,
-            (&Method::POST, "/v1/enroll") => Box::pin(intake::enroll(st, req, &peer)).await,
-            (&Method::POST, "/v1/policy") => Box::pin(intake::policy(st, req)).await,
+            // Not boxed here: the server boxes every handler's future per request already
+            // (net::server), so an idle connection holds none of this state.
+            (&Method::POST, "/v1/submissions") => intake::submit(st, req).await,
+            (&Method::POST, "/v1/enroll") => intake::enroll(st, req, &peer).await,
+            (&Method::POST, "/v1/policy") => intake::policy(st, req).await,
             (&Method::GET, "/healthz") => Ok(text(200, "ok\n")),
             (&Method::GET, "/readyz") => Ok(readyz(st)),
             (_, "/v1/submissions" | "/v1/enroll" | "/v1/policy") => Err(Refusal::MethodNotAllowed),
