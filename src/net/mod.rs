@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod server;
+pub mod tls;
 
 pub use client::{ClientError, ClientResponse, HttpClient, HttpVersion};
 pub use server::{Handler, Limits, Peer, ServerHandle};

@@ -21,10 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, info_span, warn};
 
+use super::tls::TlsServerStream;
 use crate::wire::Refusal;
 
 /// Limits applied by a listener. Defaults follow DESIGN section 2.
@@ -139,7 +138,6 @@ async fn accept_loop<H: Handler>(
     mut shutdown: watch::Receiver<bool>,
     stats: Arc<ListenerStats>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let limits = Arc::new(limits);
     let mut conns = JoinSet::new();
@@ -175,7 +173,7 @@ async fn accept_loop<H: Handler>(
                     addr,
                     slot: permit,
                 },
-                acceptor.clone(),
+                tls.clone(),
                 limits.clone(),
                 handler.clone(),
                 shutdown.clone(),
@@ -220,7 +218,7 @@ struct Accepted {
 
 async fn serve_connection<H: Handler>(
     accepted: Accepted,
-    acceptor: TlsAcceptor,
+    tls: Arc<ServerConfig>,
     limits: Arc<Limits>,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
@@ -231,7 +229,7 @@ async fn serve_connection<H: Handler>(
         addr,
         slot: _slot,
     } = accepted;
-    let Some(tls) = handshake(stream, &acceptor, &limits, &stats).await else {
+    let Some(tls) = handshake(stream, tls, &limits, &stats).await else {
         return;
     };
     stats.open_connections.fetch_add(1, Ordering::Relaxed);
@@ -321,11 +319,11 @@ async fn serve_connection<H: Handler>(
 /// The TLS handshake, within the listener's time limit.
 async fn handshake(
     stream: TcpStream,
-    acceptor: &TlsAcceptor,
+    tls: Arc<ServerConfig>,
     limits: &Limits,
     stats: &ListenerStats,
-) -> Option<TlsStream<TcpStream>> {
-    let accept = acceptor.accept(stream).into_fallible();
+) -> Option<TlsServerStream> {
+    let accept = TlsServerStream::accept(stream, tls);
     match tokio::time::timeout(limits.handshake_timeout, accept).await {
         Ok(Ok(s)) => Some(s),
         Ok(Err((e, tcp))) => {
@@ -435,7 +433,7 @@ mod tests {
                 stream,
                 slot,
             },
-            TlsAcceptor::from(Arc::new(tls)),
+            Arc::new(tls),
             Arc::new(Limits::default()),
             Empty200,
             shutdown,

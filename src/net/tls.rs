@@ -1,0 +1,623 @@
+//! Server-side TLS streams that hold no buffers while they are idle.
+//!
+//! rustls's buffered `ServerConnection` (what tokio-rustls drives) keeps a 4 KiB receive buffer,
+//! zero-filled and so resident, for the whole life of a connection: for a relay holding tens of
+//! thousands of idle agents that is a fifth of its memory. This stream drives rustls's
+//! unbuffered API instead and owns the buffers itself: received TLS bytes are kept only while
+//! they hold a partial record, decrypted bytes only until the reader takes them, encrypted bytes
+//! only until the socket takes them. An idle keep-alive connection holds none of the three.
+//! It also saves a copy each way: records are decrypted straight into the reader's buffer and
+//! encrypted straight into the one the socket is written from.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use rustls::ServerConfig;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Room made for one read from the socket: a whole TLS record and its header.
+const READ_ROOM: usize = 17 * 1024;
+/// Most received bytes held unprocessed. A handshake message may span records up to 64 KiB;
+/// anything past that is a peer trying to make the relay buffer without bound.
+const MAX_INCOMING: usize = 0xffff + READ_ROOM;
+/// Most plaintext encrypted by one write; the rest waits for the next one.
+const MAX_WRITE: usize = 256 * 1024;
+/// Below this, the slices of a vectored write are gathered into one record.
+const GATHER: usize = 4096;
+
+/// A TLS connection accepted by a listener.
+pub struct TlsServerStream {
+    tcp: TcpStream,
+    conn: UnbufferedServerConnection,
+    /// Received bytes rustls has not consumed yet (a partial record, or records not yet asked for).
+    incoming: Vec<u8>,
+    /// Decrypted bytes the reader has not taken yet, from `plain_pos` on.
+    plain: Vec<u8>,
+    plain_pos: usize,
+    /// Encrypted bytes the socket has not taken yet, from `out_pos` on.
+    outgoing: Vec<u8>,
+    out_pos: usize,
+    /// The peer closed its side (close_notify, or the socket's end).
+    read_eof: bool,
+    close_sent: bool,
+    /// rustls reported an error: the connection is unusable.
+    failed: bool,
+}
+
+/// What the caller of [`TlsServerStream::process`] wants from rustls.
+enum Want<'a> {
+    Read,
+    Write(&'a [u8]),
+    Close,
+}
+
+/// Where [`TlsServerStream::process`] stopped.
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// Plaintext arrived.
+    Plain,
+    /// The handshake needs more bytes from the peer.
+    NeedData,
+    /// The connection is established and every complete record was processed: the caller may
+    /// write, and reading needs more bytes from the peer.
+    Established,
+    /// The write or close asked for was encrypted into `outgoing`.
+    Done,
+    /// The peer sent close_notify.
+    PeerClosed,
+}
+
+impl TlsServerStream {
+    /// Performs the server side of the handshake on `tcp`. On failure the socket comes back, with
+    /// any alert telling the client why already sent, so that the caller can close it gently.
+    pub async fn accept(
+        tcp: TcpStream,
+        config: Arc<ServerConfig>,
+    ) -> Result<Self, (io::Error, TcpStream)> {
+        let conn = match UnbufferedServerConnection::new(config) {
+            Ok(c) => c,
+            Err(e) => return Err((tls_error(e), tcp)),
+        };
+        let mut s = TlsServerStream {
+            tcp,
+            conn,
+            incoming: Vec::new(),
+            plain: Vec::new(),
+            plain_pos: 0,
+            outgoing: Vec::new(),
+            out_pos: 0,
+            read_eof: false,
+            close_sent: false,
+            failed: false,
+        };
+        match poll_fn(|cx| s.poll_handshake(cx)).await {
+            Ok(()) => Ok(s),
+            Err(e) => {
+                let _ = poll_fn(|cx| s.poll_flush_out(cx)).await;
+                Err((e, s.tcp))
+            }
+        }
+    }
+
+    /// The protocol agreed by ALPN, if any.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
+    }
+
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.poll_flush_out(cx))?;
+            if !self.conn.is_handshaking() {
+                return Poll::Ready(Ok(()));
+            }
+            match self.process(Want::Read, None)? {
+                // A TLS 1.3 server may write once its flight is out, before the client's
+                // Finished: still handshaking, so wait for the client.
+                Step::NeedData | Step::Established => {
+                    ready!(self.poll_flush_out(cx))?;
+                    if ready!(self.poll_fill(cx))? == 0 {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the peer closed the connection during the TLS handshake",
+                        )));
+                    }
+                }
+                Step::PeerClosed => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the peer closed the connection during the TLS handshake",
+                    )));
+                }
+                Step::Plain | Step::Done => {}
+            }
+        }
+    }
+
+    /// Runs rustls over the received bytes until it has something for the caller. Handshake
+    /// messages, key updates and alerts it produces on the way are queued in `outgoing`;
+    /// plaintext goes into `out` as far as it fits, the rest into `plain`.
+    fn process(&mut self, want: Want<'_>, mut out: Option<&mut ReadBuf<'_>>) -> io::Result<Step> {
+        if self.failed {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the TLS connection failed earlier",
+            ));
+        }
+        loop {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut self.incoming);
+            let mut extra = 0;
+            let step: Result<Option<Step>, io::Error> = match state {
+                Err(e) => Err(tls_error(e)),
+                Ok(ConnectionState::ReadTraffic(mut records)) => {
+                    let mut r = Ok(None);
+                    while let Some(rec) = records.next_record() {
+                        match rec {
+                            Ok(rec) => {
+                                extra += rec.discard;
+                                let mut p = rec.payload;
+                                if let Some(out) = out.as_mut()
+                                    && self.plain_pos == self.plain.len()
+                                {
+                                    let n = out.remaining().min(p.len());
+                                    out.put_slice(&p[..n]);
+                                    p = &p[n..];
+                                }
+                                self.plain.extend_from_slice(p);
+                                if !matches!(want, Want::Read) {
+                                    // Writing: keep going until rustls lets us encrypt.
+                                    continue;
+                                }
+                                r = Ok(Some(Step::Plain));
+                            }
+                            Err(e) => {
+                                r = Err(tls_error(e));
+                                break;
+                            }
+                        }
+                    }
+                    r
+                }
+                Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+                    let start = self.outgoing.len();
+                    let mut room = 4096;
+                    loop {
+                        self.outgoing.resize(start + room, 0);
+                        match enc.encode(&mut self.outgoing[start..]) {
+                            Ok(n) => {
+                                self.outgoing.truncate(start + n);
+                                break Ok(None);
+                            }
+                            Err(EncodeError::InsufficientSize(s)) => room = s.required_size,
+                            Err(EncodeError::AlreadyEncoded) => {
+                                self.outgoing.truncate(start);
+                                break Ok(None);
+                            }
+                        }
+                    }
+                }
+                // Queued in `outgoing`, which goes out before this stream waits for anything.
+                Ok(ConnectionState::TransmitTlsData(t)) => {
+                    t.done();
+                    Ok(None)
+                }
+                Ok(ConnectionState::BlockedHandshake) => Ok(Some(Step::NeedData)),
+                Ok(ConnectionState::WriteTraffic(mut w)) => match want {
+                    Want::Read => Ok(Some(Step::Established)),
+                    Want::Write(data) => {
+                        let start = self.outgoing.len();
+                        // Room for the records' headers, content types and tags.
+                        let mut room = data.len() + (data.len() / 16384 + 1) * 64;
+                        loop {
+                            self.outgoing.resize(start + room, 0);
+                            match w.encrypt(data, &mut self.outgoing[start..]) {
+                                Ok(n) => {
+                                    self.outgoing.truncate(start + n);
+                                    break Ok(Some(Step::Done));
+                                }
+                                Err(EncryptError::InsufficientSize(s)) => room = s.required_size,
+                                Err(e) => {
+                                    self.outgoing.truncate(start);
+                                    break Err(io::Error::other(e));
+                                }
+                            }
+                        }
+                    }
+                    Want::Close => {
+                        let start = self.outgoing.len();
+                        self.outgoing.resize(start + 64, 0);
+                        match w.queue_close_notify(&mut self.outgoing[start..]) {
+                            Ok(n) => {
+                                self.outgoing.truncate(start + n);
+                                Ok(Some(Step::Done))
+                            }
+                            Err(e) => {
+                                self.outgoing.truncate(start);
+                                Err(io::Error::other(e))
+                            }
+                        }
+                    }
+                },
+                Ok(ConnectionState::PeerClosed) => {
+                    self.read_eof = true;
+                    match want {
+                        Want::Read => Ok(Some(Step::PeerClosed)),
+                        // rustls lets us write once the closure was reported.
+                        _ => Ok(None),
+                    }
+                }
+                Ok(ConnectionState::Closed) => match want {
+                    Want::Read => Ok(Some(Step::PeerClosed)),
+                    _ => Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the TLS connection is closed",
+                    )),
+                },
+                // Early data is never enabled, and any state a later rustls adds is a surprise.
+                Ok(other) => Err(io::Error::other(format!(
+                    "unexpected TLS connection state {other:?}"
+                ))),
+            };
+            discard_front(&mut self.incoming, discard + extra);
+            match step {
+                Ok(Some(s)) => return Ok(s),
+                Ok(None) => {}
+                Err(e) => {
+                    self.queue_alerts();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// After an error: queues the alert rustls has for the peer, if any.
+    fn queue_alerts(&mut self) {
+        self.failed = true;
+        // Only while rustls has records to send: past them it would process the peer's bytes
+        // again, and so fail (and alert) a second time.
+        while self.conn.wants_write() {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut self.incoming);
+            let encoded = match state {
+                Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+                    let start = self.outgoing.len();
+                    self.outgoing.resize(start + 1024, 0);
+                    let n = enc.encode(&mut self.outgoing[start..]).unwrap_or(0);
+                    self.outgoing.truncate(start + n);
+                    n > 0
+                }
+                _ => false,
+            };
+            discard_front(&mut self.incoming, discard);
+            if !encoded {
+                break;
+            }
+        }
+        self.incoming = Vec::new();
+    }
+
+    /// Reads from the socket into `incoming`; `Ok(0)` is the peer's end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.incoming.len() >= MAX_INCOMING {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the peer sent a TLS message larger than allowed",
+            )));
+        }
+        loop {
+            if self.incoming.capacity() - self.incoming.len() < READ_ROOM / 4 {
+                self.incoming.reserve(READ_ROOM);
+            }
+            match self.tcp.try_read_buf(&mut self.incoming) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.incoming.is_empty() {
+                        // Nothing half-received: wait for the peer without holding a buffer.
+                        self.incoming = Vec::new();
+                    }
+                    ready!(self.tcp.poll_read_ready(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Writes `outgoing` to the socket, then lets go of it.
+    fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.out_pos < self.outgoing.len() {
+            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.outgoing[self.out_pos..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out_pos += n;
+        }
+        if self.outgoing.capacity() > 0 {
+            self.outgoing = Vec::new();
+            self.out_pos = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Encrypts `data` into `outgoing` and starts sending it.
+    fn write_now(&mut self, cx: &mut Context<'_>, data: &[u8]) -> io::Result<()> {
+        self.process(Want::Write(data), None)?;
+        // The bytes are ours now: whatever the socket does not take yet goes with the next
+        // write or flush.
+        if let Poll::Ready(Err(e)) = self.poll_flush_out(cx) {
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for TlsServerStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.plain_pos < this.plain.len() {
+                let n = buf.remaining().min(this.plain.len() - this.plain_pos);
+                buf.put_slice(&this.plain[this.plain_pos..this.plain_pos + n]);
+                this.plain_pos += n;
+                if this.plain_pos == this.plain.len() {
+                    this.plain = Vec::new();
+                    this.plain_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.read_eof || buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            // What rustls wants to say (key updates, alerts) goes out before we wait for more.
+            ready!(this.poll_flush_out(cx))?;
+            let before = buf.filled().len();
+            match this.process(Want::Read, Some(&mut *buf)) {
+                Ok(Step::Plain) => {
+                    if buf.filled().len() > before {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Ok(Step::PeerClosed) => this.read_eof = true,
+                Ok(Step::NeedData | Step::Established | Step::Done) => {
+                    ready!(this.poll_flush_out(cx))?;
+                    if ready!(this.poll_fill(cx))? == 0 {
+                        // The socket ended without close_notify. Harmless for HTTP, whose
+                        // messages carry their own lengths: hyper sees the end of the stream.
+                        this.read_eof = true;
+                    }
+                }
+                Err(e) => {
+                    let _ = this.poll_flush_out(cx);
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for TlsServerStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_flush_out(cx))?;
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let n = data.len().min(MAX_WRITE);
+        this.write_now(cx, &data[..n])?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_flush_out(cx))?;
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        if total <= GATHER {
+            // A response's head and body in one record, not one each.
+            let mut gathered = [0u8; GATHER];
+            let mut at = 0;
+            for b in bufs {
+                gathered[at..at + b.len()].copy_from_slice(b);
+                at += b.len();
+            }
+            this.process(Want::Write(&gathered[..at]), None)?;
+            if let Poll::Ready(Err(e)) = this.poll_flush_out(cx) {
+                return Poll::Ready(Err(e));
+            }
+            return Poll::Ready(Ok(at));
+        }
+        let mut n = 0;
+        for b in bufs.iter().filter(|b| !b.is_empty()) {
+            if n >= MAX_WRITE {
+                break;
+            }
+            let take = b.len().min(MAX_WRITE - n);
+            this.process(Want::Write(&b[..take]), None)?;
+            n += take;
+        }
+        if let Poll::Ready(Err(e)) = this.poll_flush_out(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_flush_out(cx))?;
+        Pin::new(&mut this.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.close_sent {
+            this.close_sent = true;
+            // A connection rustls already considers closed has nothing more to say.
+            let _ = this.process(Want::Close, None);
+        }
+        ready!(this.poll_flush_out(cx))?;
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
+
+/// Removes the first `n` bytes of `buf`, keeping its allocation.
+fn discard_front(buf: &mut Vec<u8>, n: usize) {
+    if n == 0 {
+        return;
+    }
+    if n >= buf.len() {
+        buf.clear();
+    } else {
+        buf.copy_within(n.., 0);
+        buf.truncate(buf.len() - n);
+    }
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{self, ClientAuth};
+    use rustls_pki_types::ServerName;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A server stream accepted on loopback and a tokio-rustls client connected to it.
+    async fn pair() -> (TlsServerStream, tokio_rustls::client::TlsStream<TcpStream>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let server = pki::server_config(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            ClientAuth::None,
+        )
+        .unwrap();
+        let client = pki::client_config(&[cert.der().clone()], None, &[b"http/1.1"]).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connect = async {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            tokio_rustls::TlsConnector::from(Arc::new(client))
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .unwrap()
+        };
+        let accept = async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            TlsServerStream::accept(tcp, Arc::new(server))
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap()
+        };
+        let (c, s) = tokio::join!(connect, accept);
+        (s, c)
+    }
+
+    #[tokio::test]
+    async fn bytes_cross_both_ways_and_an_idle_stream_holds_no_buffers() {
+        let (mut server, mut client) = pair().await;
+        assert_eq!(server.alpn_protocol(), Some(&b"http/1.1"[..]));
+
+        // Larger than a record, so it arrives in several, and larger than a read.
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = big.clone();
+        let writer = tokio::spawn(async move {
+            client.write_all(&sent).await.unwrap();
+            client.flush().await.unwrap();
+            client
+        });
+        let mut got = vec![0u8; big.len()];
+        server.read_exact(&mut got).await.unwrap();
+        assert!(got == big, "the server read other bytes than were sent");
+        let mut client = writer.await.unwrap();
+
+        server.write_all(&big).await.unwrap();
+        server.flush().await.unwrap();
+        let mut back = vec![0u8; big.len()];
+        client.read_exact(&mut back).await.unwrap();
+        assert!(back == big, "the client read other bytes than were sent");
+
+        // A key update from the client: the server answers with its own and both go on.
+        client.get_mut().1.refresh_traffic_keys().unwrap();
+        client.write_all(b"after the key update").await.unwrap();
+        client.flush().await.unwrap();
+        let mut small = [0u8; 20];
+        server.read_exact(&mut small).await.unwrap();
+        assert_eq!(&small, b"after the key update");
+        server.write_all(b"answered").await.unwrap();
+        server.flush().await.unwrap();
+        let mut answer = [0u8; 8];
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"answered");
+
+        // Idle now: a read that has to wait leaves nothing allocated.
+        let mut one = [0u8; 1];
+        let pending = futures_pending(server.read(&mut one)).await;
+        assert!(pending, "a read with nothing sent completed");
+        assert_eq!(
+            (
+                server.incoming.capacity(),
+                server.plain.capacity(),
+                server.outgoing.capacity()
+            ),
+            (0, 0, 0),
+            "an idle stream still holds buffers"
+        );
+
+        // The client's close_notify is the end of the stream.
+        client.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        server.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_forged_record_is_an_error_and_the_peer_is_told() {
+        let (mut server, mut client) = pair().await;
+        // An application-data record the client's keys did not seal.
+        let mut forged = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+        forged.extend_from_slice(&[0x5a; 32]);
+        client.get_mut().0.write_all(&forged).await.unwrap();
+        let mut buf = [0u8; 64];
+        let err = server.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        // The alert went out: the client learns why rather than seeing the connection drop.
+        let err = client.read(&mut buf).await.unwrap_err();
+        assert!(err.to_string().contains("BadRecordMac"), "{err}");
+    }
+
+    /// Polls `f` once: true when it is pending.
+    async fn futures_pending<F: std::future::Future>(f: F) -> bool {
+        let mut f = std::pin::pin!(f);
+        poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx).is_pending())).await
+    }
+}
