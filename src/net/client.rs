@@ -77,9 +77,16 @@ enum Sender {
     H2(http2::SendRequest<Full<Bytes>>),
 }
 
-impl Sender {
+/// The kept-alive connection: where requests go, and the task driving it, which ends with the
+/// reason the connection failed, if it failed.
+struct Conn {
+    sender: Sender,
+    task: tokio::task::JoinHandle<Option<String>>,
+}
+
+impl Conn {
     fn is_closed(&self) -> bool {
-        match self {
+        match &self.sender {
             Sender::H1(s) => s.is_closed(),
             Sender::H2(s) => s.is_closed(),
         }
@@ -112,17 +119,9 @@ pub struct HttpClient {
     port: u16,
     server_name: ServerName<'static>,
     authority: String,
-    sender: Mutex<Option<Sender>>,
-    /// Why the current connection ended, when it ended with an error: a request on it only
-    /// sees "channel closed", the connection task sees the cause. Tagged with the connection's
-    /// number so that a late report from an older connection is not taken for the current one.
-    conn_error: Arc<std::sync::Mutex<(u64, Option<String>)>>,
+    conn: Mutex<Option<Conn>>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// "outer: cause: root cause" of an error and its sources.
@@ -164,8 +163,7 @@ impl HttpClient {
             port,
             server_name,
             authority,
-            sender: Mutex::new(None),
-            conn_error: Arc::default(),
+            conn: Mutex::new(None),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
         })
@@ -176,7 +174,7 @@ impl HttpClient {
         format!("https://{}", self.authority)
     }
 
-    async fn connect(&self) -> Result<Sender, ClientError> {
+    async fn connect(&self) -> Result<Conn, ClientError> {
         let addr = format!("{}:{}", self.host, self.port);
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&addr))
             .await
@@ -198,53 +196,50 @@ impl HttpClient {
         })?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let io = TokioIo::new(tls);
-        let slot = self.conn_error.clone();
-        let number = {
-            let mut s = lock(&slot);
-            *s = (s.0 + 1, None);
-            s.0
-        };
-        let record = move |r: Result<(), hyper::Error>| {
-            if let Err(e) = r {
-                let mut s = lock(&slot);
-                if s.0 == number {
-                    s.1 = Some(error_chain(&e));
-                }
-            }
-        };
+        let reason = |r: Result<(), hyper::Error>| r.err().map(|e| error_chain(&e));
         if h2 {
             let (send, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(io)
                 .await?;
-            tokio::spawn(async move { record(conn.await) });
-            Ok(Sender::H2(send))
+            let task = tokio::spawn(async move { reason(conn.await) });
+            Ok(Conn {
+                sender: Sender::H2(send),
+                task,
+            })
         } else {
             let (send, conn) = http1::handshake(io).await?;
-            tokio::spawn(async move { record(conn.await) });
-            Ok(Sender::H1(send))
+            let task = tokio::spawn(async move { reason(conn.await) });
+            Ok(Conn {
+                sender: Sender::H1(send),
+                task,
+            })
         }
     }
 
-    /// The error of a failed request, with the connection's own cause when it has one. The
-    /// request fails as soon as the connection task drops its channel; the cause is recorded a
-    /// moment later, so wait for it briefly.
-    async fn explain(&self, e: hyper::Error) -> ClientError {
-        for _ in 0..20 {
-            if let Some(reason) = lock(&self.conn_error).1.take() {
-                return ClientError::Closed {
-                    addr: format!("{}:{}", self.host, self.port),
-                    reason,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    /// The error of a failed request, with the connection's own cause when it has one. A request
+    /// only learns that its connection went away ("operation was canceled", "channel closed");
+    /// the task driving the connection ends with the cause, such as the TLS alert a TLS 1.3
+    /// server sends after the handshake when it refuses the client certificate. The connection
+    /// was dropped before this is called, so that task ends promptly either way; the bound
+    /// only guards against a peer that never lets it.
+    async fn explain(
+        &self,
+        e: hyper::Error,
+        task: tokio::task::JoinHandle<Option<String>>,
+    ) -> ClientError {
+        match tokio::time::timeout(Duration::from_secs(5), task).await {
+            Ok(Ok(Some(reason))) => ClientError::Closed {
+                addr: format!("{}:{}", self.host, self.port),
+                reason,
+            },
+            _ => e.into(),
         }
-        e.into()
     }
 
     /// Drops the kept-alive connection; the next request opens a new one.
     pub async fn disconnect(&self) {
-        *self.sender.lock().await = None;
+        *self.conn.lock().await = None;
     }
 
     /// POSTs a protobuf body.
@@ -278,14 +273,14 @@ impl HttpClient {
         body: Option<Bytes>,
         headers: &[(&str, &str)],
     ) -> Result<ClientResponse, ClientError> {
-        let mut guard = self.sender.lock().await;
+        let mut guard = self.conn.lock().await;
         let mut reused = true;
-        if guard.as_ref().is_none_or(Sender::is_closed) {
+        if guard.as_ref().is_none_or(Conn::is_closed) {
             *guard = Some(self.connect().await?);
             reused = false;
         }
         loop {
-            let sender = guard.as_mut().expect("connected above");
+            let sender = &mut guard.as_mut().expect("connected above").sender;
             let req = self.build(
                 &method,
                 path,
@@ -320,8 +315,9 @@ impl HttpClient {
                     reused = false;
                 }
                 Err(e) => {
-                    *guard = None;
-                    return Err(self.explain(e).await);
+                    let Conn { sender, task } = guard.take().expect("connected above");
+                    drop(sender);
+                    return Err(self.explain(e, task).await);
                 }
             }
         }
