@@ -13,7 +13,9 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
+use std::pin::Pin;
 use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
@@ -136,6 +138,78 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// A connection's stream that remembers the first error reading or writing it met.
+struct Recorded<T> {
+    inner: T,
+    error: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl<T> Recorded<T> {
+    fn note<R>(
+        &self,
+        r: std::task::Poll<std::io::Result<R>>,
+    ) -> std::task::Poll<std::io::Result<R>> {
+        if let std::task::Poll::Ready(Err(e)) = &r {
+            let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(error_chain(e));
+            }
+        }
+        r
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Recorded<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.note(r)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Recorded<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note(r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note(r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.note(r)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.note(r)
+    }
+}
+
 impl HttpClient {
     /// `url` is `https://host[:port]` (a path, if any, is ignored). The TLS configuration decides
     /// trust, client certificate and ALPN.
@@ -195,8 +269,19 @@ impl HttpClient {
             source,
         })?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        let io = TokioIo::new(tls);
-        let reason = |r: Result<(), hyper::Error>| r.err().map(|e| error_chain(&e));
+        let io_error = Arc::new(std::sync::Mutex::new(None));
+        let io = TokioIo::new(Recorded {
+            inner: tls,
+            error: io_error.clone(),
+        });
+        // hyper's HTTP/1.1 client takes a read error on a connection with no request sent yet
+        // for a plain end of stream, and so would lose the alert by which a TLS 1.3 server
+        // refuses the client certificate if it arrives before the request goes out.
+        let reason = move |r: Result<(), hyper::Error>| {
+            r.err()
+                .map(|e| error_chain(&e))
+                .or_else(|| io_error.lock().unwrap_or_else(|p| p.into_inner()).take())
+        };
         if h2 {
             let (send, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())

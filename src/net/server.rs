@@ -395,7 +395,6 @@ pub fn check_content_length<B>(req: &Request<B>, limits: &Limits) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::{self, ClientAuth};
 
     #[derive(Clone)]
     struct Empty200;
@@ -410,17 +409,7 @@ mod tests {
     /// its size is part of what 25,000 idle agents cost (DESIGN: ≤ 512 MiB in all).
     #[tokio::test]
     async fn a_connection_task_stays_under_4_kib() {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let tls = pki::server_config(
-            vec![cert.der().clone()],
-            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            ClientAuth::None,
-        )
-        .unwrap();
+        let (tls, _) = crate::net::tls::tests::self_signed();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap())
             .await

@@ -500,15 +500,16 @@ fn tls_error(e: rustls::Error) -> io::Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::pki::{self, ClientAuth};
     use rustls_pki_types::ServerName;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    /// A server stream accepted on loopback and a tokio-rustls client connected to it.
-    async fn pair() -> (TlsServerStream, tokio_rustls::client::TlsStream<TcpStream>) {
+    /// A server configuration for `localhost` with a fresh self-signed certificate, and that
+    /// certificate.
+    pub(crate) fn self_signed() -> (ServerConfig, rustls_pki_types::CertificateDer<'static>) {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
             .unwrap()
@@ -520,7 +521,13 @@ mod tests {
             ClientAuth::None,
         )
         .unwrap();
-        let client = pki::client_config(&[cert.der().clone()], None, &[b"http/1.1"]).unwrap();
+        (server, cert.der().clone())
+    }
+
+    /// A server stream accepted on loopback and a tokio-rustls client connected to it.
+    async fn pair() -> (TlsServerStream, tokio_rustls::client::TlsStream<TcpStream>) {
+        let (server, cert) = self_signed();
+        let client = pki::client_config(&[cert], None, &[b"http/1.1"]).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connect = async {
