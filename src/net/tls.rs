@@ -17,7 +17,9 @@ use std::task::{Context, Poll, ready};
 
 use rustls::ServerConfig;
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -58,15 +60,13 @@ enum Want<'a> {
 }
 
 /// Where [`TlsServerStream::process`] stopped.
-#[derive(Debug, PartialEq)]
 enum Step {
     /// Plaintext arrived.
     Plain,
-    /// The handshake needs more bytes from the peer.
+    /// Every complete record was processed: going on needs more bytes from the peer. (A TLS 1.3
+    /// server gets here with its flight out, before the client's Finished, as well as with the
+    /// connection established.)
     NeedData,
-    /// The connection is established and every complete record was processed: the caller may
-    /// write, and reading needs more bytes from the peer.
-    Established,
     /// The write or close asked for was encrypted into `outgoing`.
     Done,
     /// The peer sent close_notify.
@@ -116,25 +116,19 @@ impl TlsServerStream {
             if !self.conn.is_handshaking() {
                 return Poll::Ready(Ok(()));
             }
-            match self.process(Want::Read, None)? {
-                // A TLS 1.3 server may write once its flight is out, before the client's
-                // Finished: still handshaking, so wait for the client.
-                Step::NeedData | Step::Established => {
+            let ended = match self.process(Want::Read, None)? {
+                Step::NeedData => {
                     ready!(self.poll_flush_out(cx))?;
-                    if ready!(self.poll_fill(cx))? == 0 {
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the peer closed the connection during the TLS handshake",
-                        )));
-                    }
+                    ready!(self.poll_fill(cx))? == 0
                 }
-                Step::PeerClosed => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the peer closed the connection during the TLS handshake",
-                    )));
-                }
-                Step::Plain | Step::Done => {}
+                Step::PeerClosed => true,
+                Step::Plain | Step::Done => false,
+            };
+            if ended {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed the connection during the TLS handshake",
+                )));
             }
         }
     }
@@ -185,22 +179,7 @@ impl TlsServerStream {
                     r
                 }
                 Ok(ConnectionState::EncodeTlsData(mut enc)) => {
-                    let start = self.outgoing.len();
-                    let mut room = 4096;
-                    loop {
-                        self.outgoing.resize(start + room, 0);
-                        match enc.encode(&mut self.outgoing[start..]) {
-                            Ok(n) => {
-                                self.outgoing.truncate(start + n);
-                                break Ok(None);
-                            }
-                            Err(EncodeError::InsufficientSize(s)) => room = s.required_size,
-                            Err(EncodeError::AlreadyEncoded) => {
-                                self.outgoing.truncate(start);
-                                break Ok(None);
-                            }
-                        }
-                    }
+                    encode(&mut self.outgoing, &mut enc).map(|()| None)
                 }
                 // Queued in `outgoing`, which goes out before this stream waits for anything.
                 Ok(ConnectionState::TransmitTlsData(t)) => {
@@ -209,40 +188,18 @@ impl TlsServerStream {
                 }
                 Ok(ConnectionState::BlockedHandshake) => Ok(Some(Step::NeedData)),
                 Ok(ConnectionState::WriteTraffic(mut w)) => match want {
-                    Want::Read => Ok(Some(Step::Established)),
-                    Want::Write(data) => {
-                        let start = self.outgoing.len();
-                        // Room for the records' headers, content types and tags.
-                        let mut room = data.len() + (data.len() / 16384 + 1) * 64;
-                        loop {
-                            self.outgoing.resize(start + room, 0);
-                            match w.encrypt(data, &mut self.outgoing[start..]) {
-                                Ok(n) => {
-                                    self.outgoing.truncate(start + n);
-                                    break Ok(Some(Step::Done));
-                                }
-                                Err(EncryptError::InsufficientSize(s)) => room = s.required_size,
-                                Err(e) => {
-                                    self.outgoing.truncate(start);
-                                    break Err(io::Error::other(e));
-                                }
-                            }
-                        }
-                    }
-                    Want::Close => {
-                        let start = self.outgoing.len();
-                        self.outgoing.resize(start + 64, 0);
-                        match w.queue_close_notify(&mut self.outgoing[start..]) {
-                            Ok(n) => {
-                                self.outgoing.truncate(start + n);
-                                Ok(Some(Step::Done))
-                            }
-                            Err(e) => {
-                                self.outgoing.truncate(start);
-                                Err(io::Error::other(e))
-                            }
-                        }
-                    }
+                    Want::Read => Ok(Some(Step::NeedData)),
+                    // Room for the records' headers, content types and tags.
+                    Want::Write(data) => append_sized(
+                        &mut self.outgoing,
+                        data.len() + (data.len() / 16384 + 1) * 64,
+                        |out| w.encrypt(data, out).map_err(encrypt_short),
+                    )
+                    .map(|()| Some(Step::Done)),
+                    Want::Close => append_sized(&mut self.outgoing, 64, |out| {
+                        w.queue_close_notify(out).map_err(encrypt_short)
+                    })
+                    .map(|()| Some(Step::Done)),
                 },
                 Ok(ConnectionState::PeerClosed) => {
                     self.read_eof = true;
@@ -286,11 +243,7 @@ impl TlsServerStream {
                 self.conn.process_tls_records(&mut self.incoming);
             let encoded = match state {
                 Ok(ConnectionState::EncodeTlsData(mut enc)) => {
-                    let start = self.outgoing.len();
-                    self.outgoing.resize(start + 1024, 0);
-                    let n = enc.encode(&mut self.outgoing[start..]).unwrap_or(0);
-                    self.outgoing.truncate(start + n);
-                    n > 0
+                    encode(&mut self.outgoing, &mut enc).is_ok()
                 }
                 _ => false,
             };
@@ -344,15 +297,18 @@ impl TlsServerStream {
         Poll::Ready(Ok(()))
     }
 
-    /// Encrypts `data` into `outgoing` and starts sending it.
-    fn write_now(&mut self, cx: &mut Context<'_>, data: &[u8]) -> io::Result<()> {
-        self.process(Want::Write(data), None)?;
-        // The bytes are ours now: whatever the socket does not take yet goes with the next
-        // write or flush.
-        if let Poll::Ready(Err(e)) = self.poll_flush_out(cx) {
-            return Err(e);
+    /// Encrypts `data` into `outgoing`.
+    fn encrypt(&mut self, data: &[u8]) -> io::Result<()> {
+        self.process(Want::Write(data), None).map(drop)
+    }
+
+    /// Starts sending what was encrypted. The bytes are the stream's now: whatever the socket
+    /// does not take yet goes with the next write or flush.
+    fn start_sending(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.poll_flush_out(cx) {
+            Poll::Ready(Err(e)) => Err(e),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -387,7 +343,7 @@ impl AsyncRead for TlsServerStream {
                     }
                 }
                 Ok(Step::PeerClosed) => this.read_eof = true,
-                Ok(Step::NeedData | Step::Established | Step::Done) => {
+                Ok(Step::NeedData | Step::Done) => {
                     ready!(this.poll_flush_out(cx))?;
                     if ready!(this.poll_fill(cx))? == 0 {
                         // The socket ended without close_notify. Harmless for HTTP, whose
@@ -416,7 +372,8 @@ impl AsyncWrite for TlsServerStream {
             return Poll::Ready(Ok(0));
         }
         let n = data.len().min(MAX_WRITE);
-        this.write_now(cx, &data[..n])?;
+        this.encrypt(&data[..n])?;
+        this.start_sending(cx)?;
         Poll::Ready(Ok(n))
     }
 
@@ -431,32 +388,26 @@ impl AsyncWrite for TlsServerStream {
         if total == 0 {
             return Poll::Ready(Ok(0));
         }
+        let mut n = 0;
         if total <= GATHER {
             // A response's head and body in one record, not one each.
             let mut gathered = [0u8; GATHER];
-            let mut at = 0;
             for b in bufs {
-                gathered[at..at + b.len()].copy_from_slice(b);
-                at += b.len();
+                gathered[n..n + b.len()].copy_from_slice(b);
+                n += b.len();
             }
-            this.process(Want::Write(&gathered[..at]), None)?;
-            if let Poll::Ready(Err(e)) = this.poll_flush_out(cx) {
-                return Poll::Ready(Err(e));
+            this.encrypt(&gathered[..n])?;
+        } else {
+            for b in bufs.iter().filter(|b| !b.is_empty()) {
+                if n >= MAX_WRITE {
+                    break;
+                }
+                let take = b.len().min(MAX_WRITE - n);
+                this.encrypt(&b[..take])?;
+                n += take;
             }
-            return Poll::Ready(Ok(at));
         }
-        let mut n = 0;
-        for b in bufs.iter().filter(|b| !b.is_empty()) {
-            if n >= MAX_WRITE {
-                break;
-            }
-            let take = b.len().min(MAX_WRITE - n);
-            this.process(Want::Write(&b[..take]), None)?;
-            n += take;
-        }
-        if let Poll::Ready(Err(e)) = this.poll_flush_out(cx) {
-            return Poll::Ready(Err(e));
-        }
+        this.start_sending(cx)?;
         Poll::Ready(Ok(n))
     }
 
@@ -479,6 +430,58 @@ impl AsyncWrite for TlsServerStream {
         }
         ready!(this.poll_flush_out(cx))?;
         Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
+
+/// Why [`append_sized`]'s writer stopped short.
+enum Short {
+    /// It needs this many bytes of room.
+    Grow(usize),
+    Fail(io::Error),
+}
+
+/// Appends to `buf` what `write` puts into the room it is given, starting with `room` bytes and
+/// giving it as many as it asks for when that is too few.
+fn append_sized(
+    buf: &mut Vec<u8>,
+    mut room: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, Short>,
+) -> io::Result<()> {
+    let start = buf.len();
+    loop {
+        buf.resize(start + room, 0);
+        match write(&mut buf[start..]) {
+            Ok(n) => {
+                buf.truncate(start + n);
+                return Ok(());
+            }
+            Err(Short::Grow(need)) if need > room => room = need,
+            Err(Short::Grow(_)) => {
+                buf.truncate(start);
+                return Err(io::Error::other("rustls asked for room it was given"));
+            }
+            Err(Short::Fail(e)) => {
+                buf.truncate(start);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Appends the handshake record or alert rustls has ready to `buf`.
+fn encode<Data>(buf: &mut Vec<u8>, enc: &mut EncodeTlsData<'_, Data>) -> io::Result<()> {
+    append_sized(buf, 4096, |out| match enc.encode(out) {
+        Ok(n) => Ok(n),
+        Err(EncodeError::InsufficientSize(s)) => Err(Short::Grow(s.required_size)),
+        // Nothing left to encode.
+        Err(EncodeError::AlreadyEncoded) => Ok(0),
+    })
+}
+
+fn encrypt_short(e: EncryptError) -> Short {
+    match e {
+        EncryptError::InsufficientSize(s) => Short::Grow(s.required_size),
+        e => Short::Fail(io::Error::other(e)),
     }
 }
 
@@ -620,6 +623,61 @@ pub(crate) mod tests {
         // The alert went out: the client learns why rather than seeing the connection drop.
         let err = client.read(&mut buf).await.unwrap_err();
         assert!(err.to_string().contains("BadRecordMac"), "{err}");
+    }
+
+    /// hyper writes a response's head and body as one vectored write: small ones go out
+    /// gathered, large ones slice by slice, in order either way.
+    #[tokio::test]
+    async fn vectored_writes_arrive_whole_and_in_order() {
+        let (mut server, mut client) = pair().await;
+        let head = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 241) as u8).collect();
+        for body in [&body[..300], &body[..]] {
+            let mut want = head.clone();
+            want.extend_from_slice(body);
+            let mut sent = 0;
+            while sent < want.len() {
+                let (h, b) = want[sent..].split_at(head.len().saturating_sub(sent));
+                let slices = [IoSlice::new(h), IoSlice::new(b)];
+                sent += server.write_vectored(&slices).await.unwrap();
+            }
+            server.flush().await.unwrap();
+            let mut got = vec![0u8; want.len()];
+            client.read_exact(&mut got).await.unwrap();
+            assert!(got == want, "the client read other bytes than were written");
+        }
+    }
+
+    /// A peer cannot make the relay buffer a handshake message without bound: one declared
+    /// larger than 64 KiB fails the handshake (rustls refuses it from its header;
+    /// `MAX_INCOMING` is the stream's own bound should that ever change).
+    #[tokio::test]
+    async fn an_endless_handshake_message_is_refused() {
+        let (server, _) = self_signed();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let accept = tokio::spawn(TlsServerStream::accept(accepted, Arc::new(server)));
+        // A ClientHello declaring 16 MiB, sent as full records for as long as the server reads.
+        let mut first = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0xff, 0xff, 0xff];
+        first.resize(5 + 0x4000, 0x41);
+        let mut more = vec![0x16, 0x03, 0x01, 0x40, 0x00];
+        more.resize(5 + 0x4000, 0x41);
+        let mut records = std::iter::once(first)
+            .chain(std::iter::repeat(more))
+            .take(64);
+        let send = async {
+            for r in records.by_ref() {
+                if tcp.write_all(&r).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let (_, result) = tokio::join!(send, accept);
+        let err = result.unwrap().err().expect("the handshake must fail").0;
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     }
 
     /// Polls `f` once: true when it is pending.

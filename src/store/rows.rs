@@ -288,8 +288,21 @@ pub(crate) fn maintenance_task_row(r: &impl Cols) -> Result<MaintenanceTask, Sto
     })
 }
 
+/// `SELECT` of the columns [`maintenance_run_row`] reads, from `maintenance_runs`, followed by
+/// the rest of the query (a literal, placeholders in the backend's style).
+macro_rules! select_maintenance_runs {
+    ($rest:literal) => {
+        concat!(
+            "SELECT run_id, task, trigger, status, started_ms, ended_ms, cutoff_ms, \
+             rows_deleted, total_deleted, error FROM maintenance_runs ",
+            $rest
+        )
+    };
+}
+pub(crate) use select_maintenance_runs;
+
 /// `run_id, task, trigger, status, started_ms, ended_ms, cutoff_ms, rows_deleted (JSON),
-/// total_deleted, error`.
+/// total_deleted, error`, as [`select_maintenance_runs`] selects them.
 pub(crate) fn maintenance_run_row(r: &impl Cols) -> Result<MaintenanceRun, StoreError> {
     let status: String = r.col(3)?;
     let json: String = r.col(7)?;

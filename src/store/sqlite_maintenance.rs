@@ -1,6 +1,6 @@
 //! SQLite queries for maintenance task settings (see `maintenance.rs`).
 
-use crate::store::rows::{maintenance_run_row, maintenance_task_row};
+use crate::store::rows::{maintenance_run_row, maintenance_task_row, select_maintenance_runs};
 use std::collections::BTreeMap;
 
 use super::StoreError;
@@ -112,25 +112,21 @@ impl SqliteStore {
         task: &str,
         limit: u32,
     ) -> Result<Vec<MaintenanceRun>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT run_id, task, trigger, status, started_ms, ended_ms, cutoff_ms, \
-             rows_deleted, total_deleted, error FROM maintenance_runs \
-             WHERE task = ? ORDER BY started_ms DESC, run_id DESC LIMIT ?",
-        )
+        let rows = sqlx::query(select_maintenance_runs!(
+            "WHERE task = ? ORDER BY started_ms DESC, run_id DESC LIMIT ?"
+        ))
         .bind(task)
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(maintenance_run_row).collect()
     }
+
     pub async fn maintenance_run(&self, run_id: i64) -> Result<Option<MaintenanceRun>, StoreError> {
-        let row = sqlx::query(
-            "SELECT run_id, task, trigger, status, started_ms, ended_ms, cutoff_ms, \
-             rows_deleted, total_deleted, error FROM maintenance_runs WHERE run_id = ?",
-        )
-        .bind(run_id)
-        .fetch_optional(&self.reader)
-        .await?;
+        let row = sqlx::query(select_maintenance_runs!("WHERE run_id = ?"))
+            .bind(run_id)
+            .fetch_optional(&self.reader)
+            .await?;
         row.as_ref().map(maintenance_run_row).transpose()
     }
 

@@ -1,7 +1,7 @@
 //! PostgreSQL queries for maintenance task settings and runs (the SQLite twin is
 //! `sqlite_maintenance.rs`; the types are in `maintenance.rs`).
 
-use crate::store::rows::{maintenance_run_row, maintenance_task_row};
+use crate::store::rows::{maintenance_run_row, maintenance_task_row, select_maintenance_runs};
 use std::collections::BTreeMap;
 
 use super::PostgresStore;
@@ -114,25 +114,21 @@ impl PostgresStore {
         task: &str,
         limit: u32,
     ) -> Result<Vec<MaintenanceRun>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT run_id, task, trigger, status, started_ms, ended_ms, cutoff_ms, \
-             rows_deleted, total_deleted, error FROM maintenance_runs \
-             WHERE task = $1 ORDER BY started_ms DESC, run_id DESC LIMIT $2",
-        )
+        let rows = sqlx::query(select_maintenance_runs!(
+            "WHERE task = $1 ORDER BY started_ms DESC, run_id DESC LIMIT $2"
+        ))
         .bind(task)
         .bind(i64::from(limit))
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(maintenance_run_row).collect()
     }
+
     pub async fn maintenance_run(&self, run_id: i64) -> Result<Option<MaintenanceRun>, StoreError> {
-        let row = sqlx::query(
-            "SELECT run_id, task, trigger, status, started_ms, ended_ms, cutoff_ms, \
-             rows_deleted, total_deleted, error FROM maintenance_runs WHERE run_id = $1",
-        )
-        .bind(run_id)
-        .fetch_optional(self.pool())
-        .await?;
+        let row = sqlx::query(select_maintenance_runs!("WHERE run_id = $1"))
+            .bind(run_id)
+            .fetch_optional(self.pool())
+            .await?;
         row.as_ref().map(maintenance_run_row).transpose()
     }
 
