@@ -811,6 +811,45 @@ async fn a_day_partition_dropped_under_the_writer_costs_one_retry() {
     }
 }
 
+/// Every partition of setting_results has exactly one block-range index, without
+/// autosummarize: the writer summarizes what it fills, and autovacuum's requests, overflowing
+/// its queue at intake rates, each put a LOG line with the whole COPY in the server's log.
+#[tokio::test]
+async fn setting_results_partitions_are_indexed_without_autosummarize() {
+    let db = TestDb::create(Backend::Postgres, "brin_autosummarize").await;
+    let store = db.store().await;
+    // A partition made later, by the site's maintenance, as well as those made at start.
+    let later = mprelay::clock::now_ms() + 30 * 86_400_000;
+    assert!(store.ensure_partitions(later).await.unwrap() > 0);
+    let partitions = db
+        .scalar("SELECT COUNT(*) FROM pg_inherits WHERE inhparent = 'setting_results'::regclass")
+        .await;
+    assert!(partitions >= 11, "{partitions} partitions");
+    let leaf_indexes = "FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid \
+         WHERE h.inhparent = 'setting_results_report'::regclass";
+    assert_eq!(
+        db.scalar(&format!("SELECT COUNT(*) {leaf_indexes}")).await,
+        partitions
+    );
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT COUNT(*) {leaf_indexes} AND 'autosummarize=off' = ANY(c.reloptions)"
+        ))
+        .await,
+        partitions
+    );
+    // No partition got a second block-range index beside the adopted one.
+    assert_eq!(
+        db.scalar(
+            "SELECT COUNT(*) FROM pg_index i JOIN pg_inherits h ON h.inhrelid = i.indrelid \
+             JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam \
+             WHERE h.inhparent = 'setting_results'::regclass AND a.amname = 'brin'",
+        )
+        .await,
+        partitions
+    );
+}
+
 /// The intake path into PostgreSQL, with two site servers sharing the database, each pulling
 /// its own relay, and the same devices submitting through both relays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

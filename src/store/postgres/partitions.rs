@@ -28,6 +28,15 @@ pub(crate) const DAYS_AHEAD: i64 = 7;
 
 pub(crate) const DAY_MS: i64 = 86_400_000;
 
+/// Indexes a new day partition gets before it is attached, where the parent's would be wrong:
+/// `setting_results_report` was created with autosummarize on, which the writer, summarizing
+/// the ranges it fills itself, does not want (see `migrations/postgres/0006_*.sql`).
+const LEAF_INDEXES: &[(&str, &str)] = &[(
+    "setting_results",
+    "CREATE INDEX {name}_report_id_idx ON {name} USING brin (report_id) \
+     WITH (pages_per_range = 16, autosummarize = off)",
+)];
+
 /// Advisory lock key serialising partition maintenance across site servers ("mprelay:p").
 const MAINTENANCE_LOCK: i64 = 0x6d70_7265_6c61_7970;
 
@@ -136,17 +145,25 @@ async fn create(pool: &PgPool, table: &str, day: i64) -> Result<bool, StoreError
         return Ok(false);
     }
     // Table and partition names come from PARTITIONED and a date: nothing from outside.
-    let statements = [
-        format!(
-            "CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS \
-             INCLUDING STORAGE) WITH (toast_tuple_target = 8160)"
-        ),
+    let mut statements = vec![format!(
+        "CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS \
+         INCLUDING STORAGE) WITH (toast_tuple_target = 8160)"
+    )];
+    // Indexes made here before ATTACH are adopted by it in place of copies of the parent's
+    // (whose options a partitioned index cannot change).
+    statements.extend(
+        LEAF_INDEXES
+            .iter()
+            .filter(|(t, _)| *t == table)
+            .map(|(_, def)| def.replace("{name}", &name)),
+    );
+    statements.extend([
         format!(
             "WITH moved AS (DELETE FROM {table}_default WHERE received_ms >= {lo} \
              AND received_ms < {hi} RETURNING *) INSERT INTO {name} SELECT * FROM moved"
         ),
         format!("ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})"),
-    ];
+    ]);
     for sql in statements {
         sqlx::query(AssertSqlSafe(sql).into_sql_str())
             .execute(&mut *tx)
