@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 
-use super::{DbArg, Failure, open_store, tables, usage};
+use super::{DbArg, Failure, open_store, open_store_read_only, tables, usage};
 use crate::agent::Agent;
 use crate::agent::run::RunOptions;
 use crate::compliance::State;
@@ -74,7 +74,7 @@ pub(super) async fn baseline(c: BaselineCmd) -> Result<(), Failure> {
             }
         }
         BaselineCmd::List(db) => {
-            let store = open_store(&db).await?;
+            let store = open_store_read_only(&db).await?;
             let defs = store.definitions().await.context("reading definitions")?;
             println!(
                 "{:<20} {:<32} {:>4}  {:<40} {:<20}  Source",

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use tokio::sync::watch;
 
-use super::{DbArg, Failure, open_store, tables::fmt_time, usage};
+use super::{DbArg, Failure, open_store, open_store_read_only, tables::fmt_time, usage};
 use crate::clock;
 use crate::retention::schedule::{describe, next_window};
 use crate::retention::settings::{Settings, SettingsChange, apply};
@@ -59,7 +59,7 @@ pub(super) struct SetArgs {
 pub(super) async fn maintenance(c: MaintenanceCmd) -> Result<(), Failure> {
     match c {
         MaintenanceCmd::Show(db) => {
-            let store = open_store(&db).await?;
+            let store = open_store_read_only(&db).await?;
             print!("{}", show(&store).await?);
             Ok(())
         }

@@ -629,6 +629,14 @@ async fn open_store(a: &DbArg) -> Result<Store, Failure> {
         .context("opening the site database")?)
 }
 
+/// For commands that only read: makes nothing, so a read-only database role is enough and a
+/// mistyped path is an error (see [`Store::open_read_only`]).
+async fn open_store_read_only(a: &DbArg) -> Result<Store, Failure> {
+    Ok(Store::open_read_only(&database_url(a)?)
+        .await
+        .context("opening the site database")?)
+}
+
 /// The database URL from `--database`, or from the site configuration.
 fn database_url(a: &DbArg) -> Result<String, Failure> {
     if let Some(u) = &a.database {
@@ -647,25 +655,23 @@ fn database_url(a: &DbArg) -> Result<String, Failure> {
 async fn report(c: ReportCmd) -> Result<(), Failure> {
     match c {
         ReportCmd::Compliance { db, baseline } => {
-            let store = open_store(&db).await?;
+            let store = open_store_read_only(&db).await?;
             compliance::report_compliance(&store, baseline.as_deref()).await
         }
         ReportCmd::Device { db, id } => {
-            let store = open_store(&db).await?;
+            let store = open_store_read_only(&db).await?;
             compliance::report_device(&store, &id).await
         }
         ReportCmd::Noncompliant { db, baseline } => {
-            let store = open_store(&db).await?;
+            let store = open_store_read_only(&db).await?;
             compliance::report_noncompliant(&store, &baseline).await
         }
         ReportCmd::Terms(db) => {
-            let store = open_store(&db).await?;
+            let store = open_store_read_only(&db).await?;
             terms::report_terms(&store).await
         }
         ReportCmd::Counts(a) => {
-            let store = Store::connect(&database_url(&a)?)
-                .await
-                .context("opening the site database")?;
+            let store = open_store_read_only(&a).await?;
             let c = store.counts().await.context("counting")?;
             println!(
                 "devices {}\nreports {}\nsetting results {}\nterms acceptances {}\nquarantined records {}",

@@ -10,7 +10,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use super::{ConfigArg, DbArg, Failure, open_agent, open_store, tables::fmt_time, usage};
+use super::{
+    ConfigArg, DbArg, Failure, open_agent, open_store, open_store_read_only, tables::fmt_time,
+    usage,
+};
 use crate::agent::run::PolicySource;
 use crate::agent::terms::{TermsStatus, check_user, login_user};
 use crate::agent::{Agent, AgentError};
@@ -116,7 +119,7 @@ pub(super) async fn terms(c: TermsCmd) -> Result<(), Failure> {
     match c {
         TermsCmd::Publish(a) => publish(a).await,
         TermsCmd::Show(db) => {
-            let store = open_store(&db).await?;
+            let store = open_store_read_only(&db).await?;
             let history = store.terms_history().await.context("reading the terms")?;
             print!("{}", terms_table(&history));
             Ok(())

@@ -49,10 +49,53 @@ pub enum StoreError {
     /// A query failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// The database is not a site database this binary can read as it is: no mprelay schema
+    /// (a mistyped name?), or one older or newer than this binary's.
+    #[error("{url} {reason}")]
+    Schema { url: String, reason: String },
     /// Stored data violates an invariant (e.g. an unknown state name).
     #[error("corrupt data in the site database: {0}")]
     Corrupt(String),
 }
+
+/// Checks that the migrations a database recorded are exactly `expected` (this binary's):
+/// `recorded` is `None` when the database has no migration table at all, else the highest
+/// version applied and how many migrations failed half-way.
+pub(crate) fn check_schema(
+    url: &str,
+    recorded: Option<(i64, i64)>,
+    expected: &[(i64, &str, &str)],
+) -> Result<(), StoreError> {
+    let want = expected.last().map_or(0, |m| m.0);
+    let fail = |reason: String| {
+        Err(StoreError::Schema {
+            url: url.to_string(),
+            reason,
+        })
+    };
+    match recorded {
+        None | Some((0, _)) => fail(
+            "holds no mprelay site database (is the name right? the site server creates it)".into(),
+        ),
+        Some((_, failed)) if failed > 0 => fail(format!(
+            "has {failed} schema migration(s) that failed half-way; start the site server to see why"
+        )),
+        Some((have, _)) if have < want => fail(format!(
+            "has schema version {have}, this mprelay reads version {want}: start this version's \
+             site server once to upgrade it"
+        )),
+        Some((have, _)) if have > want => fail(format!(
+            "has schema version {have}, newer than this mprelay's ({want}): use the mprelay the \
+             site server runs"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The query giving [`check_schema`]'s `recorded`, on both backends, once the migration table
+/// is known to exist.
+pub(crate) const RECORDED_SCHEMA: &str = "SELECT COALESCE(MAX(version), 0), \
+     COALESCE(SUM(CASE WHEN success THEN 0 ELSE 1 END), 0) FROM _sqlx_migrations";
 
 /// A device as learned from an enrollment (full details) or from a report (id, key, last seen).
 #[derive(Debug, Clone)]
@@ -302,6 +345,25 @@ impl Store {
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(Store::Postgres(PostgresStore::connect(url).await?));
+        }
+        Err(StoreError::BadUrl(postgres::redact_url(url)))
+    }
+
+    /// Opens an existing site database for reading only, as the administrators' report commands
+    /// do. Unlike [`Store::connect`] it makes nothing — no file, no schema, no partitions — so it
+    /// works with a read-only PostgreSQL role and a mistyped SQLite path is an error rather
+    /// than a new empty database; it refuses a schema other than this binary's.
+    pub async fn open_read_only(url: &str) -> Result<Self, StoreError> {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            return Ok(Store::Sqlite(SqliteStore::open_read_only(path).await?));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Store::Postgres(
+                PostgresStore::connect_read_only(url).await?,
+            ));
         }
         Err(StoreError::BadUrl(postgres::redact_url(url)))
     }

@@ -173,6 +173,50 @@ impl SqliteStore {
         })
     }
 
+    /// Opens an existing database with read-only connections and no checkpointer, after
+    /// checking its schema is this binary's (see [`Store::open_read_only`]).
+    pub async fn open_read_only(path: &str) -> Result<Self, StoreError> {
+        let url = format!("sqlite://{path}");
+        let opts = SqliteConnectOptions::from_str(&url)
+            .map_err(|source| StoreError::Open {
+                url: url.clone(),
+                source,
+            })?
+            .create_if_missing(false)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open {
+                url: url.clone(),
+                source,
+            })?;
+        let has_table: bool = sqlx::query_scalar(
+            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = '_sqlx_migrations'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        let recorded = match has_table {
+            true => Some(sqlx::query_as(RECORDED_SCHEMA).fetch_one(&pool).await?),
+            false => None,
+        };
+        check_schema(&url, recorded, embedded::SQLITE)?;
+        // Writes through this store fail: every connection is read-only.
+        let (poke, _) = mpsc::channel(1);
+        Ok(Self {
+            path: PathBuf::from(path),
+            writer: pool.clone(),
+            reader: pool.clone(),
+            checkpoints: Arc::new(Checkpoints {
+                poke,
+                wal_frames: AtomicI64::new(0),
+                pool,
+            }),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -348,7 +348,14 @@ fn processes_opening_a_new_site_database_at_once_all_succeed() {
     let children: Vec<_> = (0..8)
         .map(|_| {
             mprelay()
-                .args(["report", "counts", "--database", &db])
+                .args([
+                    "maintenance",
+                    "set",
+                    "--database",
+                    &db,
+                    "--delete-older-than-days",
+                    "30",
+                ])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -358,6 +365,31 @@ fn processes_opening_a_new_site_database_at_once_all_succeed() {
     for c in children {
         let o = c.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
-        assert!(String::from_utf8_lossy(&o.stdout).contains("reports 0"));
+    }
+    let o = run(&["maintenance", "show", "--database", &db], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("delete older than days: 30"));
+}
+
+/// Commands that only read make nothing: a mistyped path is an error, not a new empty site
+/// database reported as having no devices.
+#[test]
+fn read_only_commands_refuse_a_database_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("sit.db");
+    let db = format!("sqlite://{}", typo.display());
+    for args in [
+        &["report", "compliance", "--database", &db][..],
+        &["report", "counts", "--database", &db],
+        &["maintenance", "show", "--database", &db],
+    ] {
+        let o = run(args, dir.path());
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("opening the site database") && stderr(&o).contains("sit.db"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
     }
 }

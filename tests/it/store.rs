@@ -811,6 +811,103 @@ async fn a_day_partition_dropped_under_the_writer_costs_one_retry() {
     }
 }
 
+/// A read-only open reads what the site server wrote, writes nothing, and refuses a database
+/// without the site schema or with another version of it, saying which.
+async fn read_only_opens_check_the_schema_and_write_nothing(db: TestDb) {
+    if let Some(path) = db.url.strip_prefix("sqlite://") {
+        // An empty file is an empty SQLite database (a missing one is refused before this).
+        std::fs::File::create(path).unwrap();
+    }
+    let empty = Store::open_read_only(&db.url)
+        .await
+        .expect_err("a database without the site schema is refused")
+        .to_string();
+    assert!(empty.contains("holds no mprelay site database"), "{empty}");
+
+    let store = db.store().await;
+    let r = report("dev-1", "ssh", 1_700_000_000_000, State::Compliant);
+    store
+        .write_batch(&batch("relay-a", 1, vec![r.clone()]))
+        .await
+        .unwrap();
+    let reader = Store::open_read_only(&db.url).await.expect("opens");
+    assert_eq!(reader.counts().await.unwrap().reports, 1);
+    let cur = reader.current("dev-1", "ssh").await.unwrap().unwrap();
+    assert_eq!(cur.message_id, r.message_id);
+    let write = reader
+        .write_batch(&batch(
+            "relay-a",
+            2,
+            vec![report("dev-2", "ssh", 1, State::Compliant)],
+        ))
+        .await;
+    assert!(write.is_err(), "a read-only store wrote");
+    assert_eq!(store.counts().await.unwrap().reports, 1);
+    reader.close().await;
+
+    // A database one migration behind (a site server not yet upgraded).
+    db.exec(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)",
+    )
+    .await;
+    let behind = Store::open_read_only(&db.url)
+        .await
+        .expect_err("an older schema is refused")
+        .to_string();
+    assert!(
+        behind.contains("has schema version") && behind.contains("upgrade"),
+        "{behind}"
+    );
+}
+both_backends!(read_only_opens_check_the_schema_and_write_nothing);
+
+/// The report commands work with a PostgreSQL role that may only read the site's tables.
+#[tokio::test]
+async fn report_commands_need_only_a_read_only_postgres_role() {
+    let db = TestDb::create(Backend::Postgres, "read_only_role").await;
+    let store = db.store().await;
+    let r = report(
+        "dev-1",
+        "ssh",
+        mprelay::clock::now_ms(),
+        State::NonCompliant,
+    );
+    store
+        .write_batch(&batch("relay-a", 1, vec![r]))
+        .await
+        .unwrap();
+    let role = format!("mprelay_reader_{}", std::process::id());
+    db.exec(&format!(
+        "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN; \
+         GRANT USAGE ON SCHEMA public TO {role}; \
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"
+    ))
+    .await;
+    let url = db.url.replacen("postgres@", &format!("{role}@"), 1);
+    assert_ne!(url, db.url);
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mprelay"))
+            .args(args)
+            .env("MPRELAY_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let counts = run(&["report", "counts", "--database", &url]);
+    let compliance = run(&["report", "compliance", "--database", &url]);
+    // The role goes with the test's database; revoke what it holds there first.
+    drop(store);
+    db.exec(&format!(
+        "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}; \
+         REVOKE ALL ON SCHEMA public FROM {role}; DROP ROLE {role}"
+    ))
+    .await;
+    for o in [&counts, &compliance] {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert!(String::from_utf8_lossy(&counts.stdout).contains("reports 1\n"));
+    assert!(String::from_utf8_lossy(&compliance.stdout).contains("ssh"));
+}
+
 /// Every partition of setting_results has exactly one block-range index, without
 /// autosummarize: the writer summarizes what it fills, and autovacuum's requests, overflowing
 /// its queue at intake rates, each put a LOG line with the whole COPY in the server's log.

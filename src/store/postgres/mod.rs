@@ -90,6 +90,40 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// Connects for reading only: no migration, no partition made, every transaction read-only,
+    /// after checking the schema is this binary's (see [`Store::open_read_only`]). A role with
+    /// `SELECT` on the site's tables is enough.
+    pub async fn connect_read_only(url: &str) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            url: redact_url(url),
+            source,
+        };
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(open_err)?
+            .application_name("mprelay-report")
+            .options([("default_transaction_read_only", "on")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await
+            .map_err(open_err)?;
+        let has_table: bool =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                .fetch_one(&pool)
+                .await?;
+        let recorded = match has_table {
+            true => Some(sqlx::query_as(RECORDED_SCHEMA).fetch_one(&pool).await?),
+            false => None,
+        };
+        check_schema(&redact_url(url), recorded, embedded::POSTGRES)?;
+        Ok(Self {
+            pool,
+            summarizing: Arc::default(),
+            known_days: Default::default(),
+        })
+    }
+
     /// The connection pool, for sibling modules of the store.
     pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
