@@ -399,6 +399,39 @@ async fn the_console_shows_the_database_and_guards_its_forms(db: TestDb) {
     assert_eq!(r.status, 429);
     assert!(body(&r).contains("Too many failed logins"));
     assert!(r.headers.get("set-cookie").is_none());
+    // Only that client waits: an administrator elsewhere (here 127.0.0.2) logs in.
+    let other = login_from("127.0.0.2", &sys, &token).await;
+    assert!(other.starts_with("HTTP/1.1 303"), "{other}");
+    assert!(other.contains("mprelay_session="), "{other}");
+}
+
+/// Posts the login form from `local_ip` over a connection of its own; returns the raw response.
+async fn login_from(local_ip: &str, sys: &TestSystem, token: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let addr = sys.site.as_ref().unwrap().admin_addr.expect("admin API");
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{local_ip}:0").parse().unwrap()).unwrap();
+    let tcp = sock.connect(addr).await.unwrap();
+    let roots = mprelay::pki::load_certs(&sys.lb.paths.ca_cert()).unwrap();
+    let tls = mprelay::pki::client_config(&roots, None, &[b"http/1.1"]).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut conn = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let form = format!("token={}", enc(token));
+    let req = format!(
+        "POST /console/login HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{form}",
+        form.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    // The server closes after answering (Connection: close); a missing close_notify is fine.
+    let _ = conn.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 both_backends!(the_trend_counts_each_day_from_the_history);

@@ -649,7 +649,13 @@ fn the_cli_shows_sets_and_runs_the_task() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("opening the site database"), "{err}");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async { mprelay::store::Store::connect(&url).await.unwrap().close().await });
+    rt.block_on(async {
+        mprelay::store::Store::connect(&url)
+            .await
+            .unwrap()
+            .close()
+            .await
+    });
     let (code, out, _) = mprelay(&["show"]);
     assert_eq!(code, 0);
     assert!(out.contains("delete older than days: 90"), "{out}");

@@ -225,14 +225,14 @@ pub fn start(
 struct AdminApi(Arc<(Router, Arc<AdminState>)>);
 
 impl Handler for AdminApi {
-    async fn call(&self, req: Request<Incoming>, _peer: Arc<Peer>) -> Response<Full<Bytes>> {
+    async fn call(&self, req: Request<Incoming>, peer: Arc<Peer>) -> Response<Full<Bytes>> {
         let span = info_span!("admin", method = %req.method(), path = %req.uri().path());
-        self.serve(req).instrument(span).await
+        self.serve(req, peer.addr).instrument(span).await
     }
 }
 
 impl AdminApi {
-    async fn serve(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn serve(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let (router, state) = (&self.0.0, &self.0.1);
         let (handler, params, public, console) = match router.find(req.method(), req.uri().path()) {
             Found::Route {
@@ -276,6 +276,7 @@ impl AdminApi {
             params,
             query,
             body,
+            peer,
             session,
         };
         // On a task of its own: a client that drops its connection must not cancel a database

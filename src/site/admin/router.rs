@@ -28,6 +28,8 @@ pub struct Ctx {
     pub query: HashMap<String, String>,
     /// The request body (empty for GET).
     pub body: Bytes,
+    /// The client's address, as its connection shows it (behind a reverse proxy, the proxy's).
+    pub peer: std::net::SocketAddr,
     /// The console session the request came with, if any (console routes only).
     pub session: Option<Arc<crate::site::console::Session>>,
 }

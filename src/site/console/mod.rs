@@ -228,8 +228,9 @@ async fn login(ctx: Ctx) -> Reply {
         ));
     }
     let now = std::time::Instant::now();
-    if !ctx.state.sessions.login_allowed(now) {
-        warn!("console login refused: too many failed logins");
+    let client = session::Client::from(ctx.peer.ip());
+    if !ctx.state.sessions.login_allowed(client, now) {
+        warn!(peer = %ctx.peer.ip(), "console login refused: too many failed logins");
         return Ok(html_response(
             StatusCode::TOO_MANY_REQUESTS,
             login_form(Some(
@@ -238,8 +239,8 @@ async fn login(ctx: Ctx) -> Reply {
         ));
     }
     if !ctx.state.is_token(token) {
-        ctx.state.sessions.login_failed(now);
-        warn!("console login refused: wrong token");
+        ctx.state.sessions.login_failed(client, now);
+        warn!(peer = %ctx.peer.ip(), "console login refused: wrong token");
         return Ok(html_response(
             StatusCode::UNAUTHORIZED,
             login_form(Some("That is not the admin token.")),

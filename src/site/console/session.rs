@@ -2,7 +2,8 @@
 //! `Secure; HttpOnly; SameSite=Strict` cookie; only its SHA-256 is kept. Each session has a
 //! CSRF token that every console form carries in a hidden field.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,16 +34,39 @@ impl Session {
     }
 }
 
-/// Failed logins allowed per [`FAILURE_WINDOW`], from all clients together; past it, logins
-/// are refused until the window moves on (a guess at the token is then worth nothing).
+/// Failed logins allowed per client (an IPv4 address or an IPv6 /64) per [`FAILURE_WINDOW`];
+/// past it, that client's logins are refused until the window moves on (a guess at the token
+/// is then worth nothing). Other clients are not held up: one client guessing cannot lock the
+/// administrators out.
 pub const MAX_FAILURES: usize = 10;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Clients whose failures are remembered at once; past it, those whose last failure is oldest
+/// are forgotten first.
+const MAX_FAILING_CLIENTS: usize = 4096;
 
-/// The sessions of this process (a restart logs everyone out), and recent failed logins.
+/// Who a failed login is counted against: the address, or for IPv6 its /64, which one host
+/// usually holds whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Client(u128);
+
+impl From<IpAddr> for Client {
+    fn from(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Client(u32::from(v4).into()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Client(u32::from(v4).into()),
+                None => Client(u128::from(v6) & !((1u128 << 64) - 1)),
+            },
+        }
+    }
+}
+
+/// The sessions of this process (a restart logs everyone out), and recent failed logins per
+/// client.
 #[derive(Debug, Default)]
 pub struct Sessions(
     Mutex<HashMap<[u8; 32], Arc<Session>>>,
-    Mutex<std::collections::VecDeque<Instant>>,
+    Mutex<HashMap<Client, VecDeque<Instant>>>,
 );
 
 impl Sessions {
@@ -76,28 +100,51 @@ impl Sessions {
         (s.expires > Instant::now()).then(|| s.clone())
     }
 
-    /// Whether a login may be tried at `now`: fewer than [`MAX_FAILURES`] failed in the last
-    /// [`FAILURE_WINDOW`].
-    pub fn login_allowed(&self, now: Instant) -> bool {
+    /// Whether `client` may try a login at `now`: fewer than [`MAX_FAILURES`] of its logins
+    /// failed in the last [`FAILURE_WINDOW`].
+    pub fn login_allowed(&self, client: Client, now: Instant) -> bool {
         let Ok(mut f) = self.1.lock() else {
             return false;
         };
-        while f
+        let Some(times) = f.get_mut(&client) else {
+            return true;
+        };
+        while times
             .front()
             .is_some_and(|t| now.duration_since(*t) >= FAILURE_WINDOW)
         {
-            f.pop_front();
+            times.pop_front();
         }
-        f.len() < MAX_FAILURES
+        if times.is_empty() {
+            f.remove(&client);
+            return true;
+        }
+        times.len() < MAX_FAILURES
     }
 
-    /// Counts a failed login at `now`.
-    pub fn login_failed(&self, now: Instant) {
-        if let Ok(mut f) = self.1.lock() {
-            f.push_back(now);
-            if f.len() > MAX_FAILURES {
-                f.pop_front();
+    /// Counts a failed login of `client` at `now`.
+    pub fn login_failed(&self, client: Client, now: Instant) {
+        let Ok(mut f) = self.1.lock() else {
+            return;
+        };
+        if !f.contains_key(&client) && f.len() >= MAX_FAILING_CLIENTS {
+            f.retain(|_, t| {
+                t.back()
+                    .is_some_and(|t| now.duration_since(*t) < FAILURE_WINDOW)
+            });
+            if f.len() >= MAX_FAILING_CLIENTS
+                && let Some(stalest) = f
+                    .iter()
+                    .min_by_key(|(_, t)| t.back().copied())
+                    .map(|(c, _)| *c)
+            {
+                f.remove(&stalest);
             }
+        }
+        let times = f.entry(client).or_default();
+        times.push_back(now);
+        if times.len() > MAX_FAILURES {
+            times.pop_front();
         }
     }
 
@@ -144,18 +191,67 @@ fn hash(id: &str) -> [u8; 32] {
 mod tests {
     use super::*;
 
+    fn client(ip: &str) -> Client {
+        ip.parse::<IpAddr>().unwrap().into()
+    }
+
     #[test]
     fn failed_logins_are_throttled_for_a_window() {
         let sessions = Sessions::default();
+        let a = client("192.0.2.1");
         let t0 = Instant::now();
         for i in 0..MAX_FAILURES {
-            assert!(sessions.login_allowed(t0 + Duration::from_secs(i as u64)));
-            sessions.login_failed(t0 + Duration::from_secs(i as u64));
+            assert!(sessions.login_allowed(a, t0 + Duration::from_secs(i as u64)));
+            sessions.login_failed(a, t0 + Duration::from_secs(i as u64));
         }
-        assert!(!sessions.login_allowed(t0 + Duration::from_secs(30)));
+        assert!(!sessions.login_allowed(a, t0 + Duration::from_secs(30)));
         // The first failure leaves the window a minute after it happened.
-        assert!(!sessions.login_allowed(t0 + FAILURE_WINDOW - Duration::from_millis(1)));
-        assert!(sessions.login_allowed(t0 + FAILURE_WINDOW));
+        assert!(!sessions.login_allowed(a, t0 + FAILURE_WINDOW - Duration::from_millis(1)));
+        assert!(sessions.login_allowed(a, t0 + FAILURE_WINDOW));
+    }
+
+    #[test]
+    fn one_client_guessing_does_not_lock_out_the_others() {
+        let sessions = Sessions::default();
+        let t0 = Instant::now();
+        let guesser = client("2001:db8:1:2::10");
+        for _ in 0..MAX_FAILURES {
+            sessions.login_failed(guesser, t0);
+        }
+        assert!(!sessions.login_allowed(guesser, t0));
+        // Its /64 is one client; the next /64 and other addresses are not held up.
+        assert!(!sessions.login_allowed(client("2001:db8:1:2::99"), t0));
+        assert!(sessions.login_allowed(client("2001:db8:1:3::10"), t0));
+        assert!(sessions.login_allowed(client("192.0.2.1"), t0));
+        // An IPv4 client is the same whether seen as IPv4 or IPv4-mapped IPv6.
+        let v4 = client("198.51.100.7");
+        for _ in 0..MAX_FAILURES {
+            sessions.login_failed(v4, t0);
+        }
+        assert!(!sessions.login_allowed(client("::ffff:198.51.100.7"), t0));
+        assert!(sessions.login_allowed(client("198.51.100.8"), t0));
+    }
+
+    #[test]
+    fn failures_are_remembered_for_a_bounded_number_of_clients() {
+        let sessions = Sessions::default();
+        let t0 = Instant::now();
+        let first = Client(0);
+        for _ in 0..MAX_FAILURES {
+            sessions.login_failed(first, t0);
+        }
+        // Many more clients failing once, later: the map stays bounded and forgets the stalest.
+        for i in 1..=MAX_FAILING_CLIENTS as u128 {
+            sessions.login_failed(Client(i), t0 + Duration::from_secs(1));
+        }
+        assert!(sessions.1.lock().unwrap().len() <= MAX_FAILING_CLIENTS);
+        assert!(sessions.login_allowed(first, t0 + Duration::from_secs(1)));
+        // A client still failing inside its window is not the one forgotten.
+        let last = Client(MAX_FAILING_CLIENTS as u128);
+        for _ in 0..MAX_FAILURES {
+            sessions.login_failed(last, t0 + Duration::from_secs(2));
+        }
+        assert!(!sessions.login_allowed(last, t0 + Duration::from_secs(2)));
     }
 
     #[test]
