@@ -334,19 +334,35 @@ pub use retention::{BatchDeleted, TaskLock};
 mod terms;
 pub use terms::*;
 
-impl Store {
-    /// Opens the database named by `url` and brings its schema up to date.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+/// Which backend a database URL names.
+enum Location<'a> {
+    /// The file's path.
+    Sqlite(&'a str),
+    Postgres,
+}
+
+impl<'a> Location<'a> {
+    fn of(url: &'a str) -> Result<Self, StoreError> {
         if let Some(path) = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
         {
-            return Ok(Store::Sqlite(SqliteStore::open(path).await?));
+            return Ok(Location::Sqlite(path));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Store::Postgres(PostgresStore::connect(url).await?));
+            return Ok(Location::Postgres);
         }
         Err(StoreError::BadUrl(postgres::redact_url(url)))
+    }
+}
+
+impl Store {
+    /// Opens the database named by `url` and brings its schema up to date.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Ok(match Location::of(url)? {
+            Location::Sqlite(path) => Store::Sqlite(SqliteStore::open(path).await?),
+            Location::Postgres => Store::Postgres(PostgresStore::connect(url).await?),
+        })
     }
 
     /// Opens an existing site database for reading only, as the administrators' report commands
@@ -354,18 +370,10 @@ impl Store {
     /// works with a read-only PostgreSQL role and a mistyped SQLite path is an error rather
     /// than a new empty database; it refuses a schema other than this binary's.
     pub async fn open_read_only(url: &str) -> Result<Self, StoreError> {
-        if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            return Ok(Store::Sqlite(SqliteStore::open_read_only(path).await?));
-        }
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Store::Postgres(
-                PostgresStore::connect_read_only(url).await?,
-            ));
-        }
-        Err(StoreError::BadUrl(postgres::redact_url(url)))
+        Ok(match Location::of(url)? {
+            Location::Sqlite(path) => Store::Sqlite(SqliteStore::open_read_only(path).await?),
+            Location::Postgres => Store::Postgres(PostgresStore::connect_read_only(url).await?),
+        })
     }
 
     /// `sqlite` or `postgres`.

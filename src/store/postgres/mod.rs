@@ -59,33 +59,39 @@ pub struct PostgresStore {
     known_days: partitions::KnownDays,
 }
 
+/// A pool on `url` whose sessions are named `app` and run with the server setting `session`.
+async fn open_pool(
+    url: &str,
+    app: &str,
+    session: (&str, &str),
+    max_connections: u32,
+) -> Result<PgPool, StoreError> {
+    let open_err = |source| StoreError::Open {
+        url: redact_url(url),
+        source,
+    };
+    let opts = PgConnectOptions::from_str(url)
+        .map_err(open_err)?
+        .application_name(app)
+        .options([session]);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(opts)
+        .await
+        .map_err(open_err)
+}
+
 impl PostgresStore {
     /// Connects, applies the migrations and makes the day partitions around today.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let open_err = |source| StoreError::Open {
-            url: redact_url(url),
-            source,
-        };
-        let opts = PgConnectOptions::from_str(url)
-            .map_err(open_err)?
-            .application_name("mprelay-site")
-            // A site server that vanished mid-batch (a partition without a reset) must not hold
-            // its device locks until TCP notices: the server ends such a session.
-            .options([("idle_in_transaction_session_timeout", "60s")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts)
-            .await
-            .map_err(open_err)?;
+        // A site server that vanished mid-batch (a partition without a reset) must not hold its
+        // device locks until TCP notices: the server ends such a session.
+        let session = ("idle_in_transaction_session_timeout", "60s");
+        let store = Self::new(open_pool(url, "mprelay-site", session, POOL_SIZE).await?);
         // sqlx holds an advisory lock while migrating: two site servers starting together apply
         // each migration once.
-        migrator(embedded::POSTGRES).run(&pool).await?;
-        let store = Self {
-            pool,
-            summarizing: Arc::default(),
-            known_days: Default::default(),
-        };
+        migrator(embedded::POSTGRES).run(&store.pool).await?;
         store.ensure_partitions(clock::now_ms()).await?;
         Ok(store)
     }
@@ -94,20 +100,8 @@ impl PostgresStore {
     /// after checking the schema is this binary's (see [`Store::open_read_only`]). A role with
     /// `SELECT` on the site's tables is enough.
     pub async fn connect_read_only(url: &str) -> Result<Self, StoreError> {
-        let open_err = |source| StoreError::Open {
-            url: redact_url(url),
-            source,
-        };
-        let opts = PgConnectOptions::from_str(url)
-            .map_err(open_err)?
-            .application_name("mprelay-report")
-            .options([("default_transaction_read_only", "on")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts)
-            .await
-            .map_err(open_err)?;
+        let session = ("default_transaction_read_only", "on");
+        let pool = open_pool(url, "mprelay-report", session, 4).await?;
         let has_table: bool =
             sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
                 .fetch_one(&pool)
@@ -117,11 +111,15 @@ impl PostgresStore {
             false => None,
         };
         check_schema(&redact_url(url), recorded, embedded::POSTGRES)?;
-        Ok(Self {
+        Ok(Self::new(pool))
+    }
+
+    fn new(pool: PgPool) -> Self {
+        Self {
             pool,
             summarizing: Arc::default(),
             known_days: Default::default(),
-        })
+        }
     }
 
     /// The connection pool, for sibling modules of the store.
