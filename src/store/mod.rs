@@ -41,14 +41,14 @@ pub enum StoreError {
     #[error("cannot store {0}")]
     Unstorable(String),
     /// Connecting or opening the database failed.
-    #[error("cannot open database {url}")]
-    Open { url: String, source: sqlx::Error },
+    #[error("cannot open database {url}: {}", describe(cause))]
+    Open { url: String, cause: sqlx::Error },
     /// Applying the schema failed.
-    #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database migration failed: {}", describe_migration(.0))]
+    Migrate(sqlx::migrate::MigrateError),
     /// A query failed.
-    #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    #[error("database error: {}", describe(.0))]
+    Db(sqlx::Error),
     /// The database is not a site database this binary can read as it is: no mprelay schema
     /// (a mistyped name?), or one older or newer than this binary's.
     #[error("{url} {reason}")]
@@ -56,6 +56,49 @@ pub enum StoreError {
     /// Stored data violates an invariant (e.g. an unknown state name).
     #[error("corrupt data in the site database: {0}")]
     Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Db(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e)
+    }
+}
+
+/// A database error as an operator should read it: PostgreSQL's message with its detail and
+/// hint, without the line of the server's own C source that sqlx appends ("… at line 948",
+/// easily taken for a line of one's configuration). The whole text is here, so [`StoreError`]
+/// names no further source.
+pub(crate) fn describe(e: &sqlx::Error) -> String {
+    let sqlx::Error::Database(d) = e else {
+        return e.to_string();
+    };
+    let Some(pg) = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() else {
+        return d.to_string();
+    };
+    let mut out = pg.message().to_string();
+    for extra in [pg.detail(), pg.hint()].into_iter().flatten() {
+        out.push_str(" (");
+        out.push_str(extra);
+        out.push(')');
+    }
+    out
+}
+
+fn describe_migration(e: &sqlx::migrate::MigrateError) -> String {
+    use sqlx::migrate::MigrateError;
+    match e {
+        MigrateError::Execute(e) => describe(e),
+        MigrateError::ExecuteMigration(e, version) => {
+            format!("migration {version}: {}", describe(e))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Checks that the migrations a database recorded are exactly `expected` (this binary's):

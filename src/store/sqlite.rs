@@ -114,9 +114,9 @@ pub(crate) fn pow2_chunks<T>(mut items: &[T], max: usize) -> impl Iterator<Item 
 impl SqliteStore {
     pub async fn open(path: &str) -> Result<Self, StoreError> {
         let url = format!("sqlite://{path}");
-        let open_err = |source| StoreError::Open {
+        let open_err = |cause| StoreError::Open {
             url: url.clone(),
-            source,
+            cause,
         };
         let p = Path::new(path);
         crate::fsutil::create_private(p).map_err(|e| open_err(sqlx::Error::Io(e)))?;
@@ -177,11 +177,12 @@ impl SqliteStore {
     /// checking its schema is this binary's (see [`Store::open_read_only`]).
     pub async fn open_read_only(path: &str) -> Result<Self, StoreError> {
         let url = format!("sqlite://{path}");
+        let open_err = |cause| StoreError::Open {
+            url: url.clone(),
+            cause,
+        };
         let opts = SqliteConnectOptions::from_str(&url)
-            .map_err(|source| StoreError::Open {
-                url: url.clone(),
-                source,
-            })?
+            .map_err(open_err)?
             .create_if_missing(false)
             .read_only(true)
             .busy_timeout(Duration::from_secs(30));
@@ -189,10 +190,7 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(opts)
             .await
-            .map_err(|source| StoreError::Open {
-                url: url.clone(),
-                source,
-            })?;
+            .map_err(open_err)?;
         let has_table: bool = sqlx::query_scalar(
             "SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = '_sqlx_migrations'",
         )

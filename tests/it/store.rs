@@ -861,6 +861,40 @@ async fn read_only_opens_check_the_schema_and_write_nothing(db: TestDb) {
 }
 both_backends!(read_only_opens_check_the_schema_and_write_nothing);
 
+/// PostgreSQL's errors reach the operator as the server's message, not followed by the line of
+/// the server's C source that sqlx appends ("… at line 948", easily read as a line of one's
+/// configuration).
+#[tokio::test]
+async fn postgres_errors_read_as_the_servers_message() {
+    let server = crate::db::postgres_server();
+    let base = server.rsplit_once('/').unwrap().0;
+    let missing = format!("{base}/no_such_site_{}", std::process::id());
+    let e = Store::connect(&missing)
+        .await
+        .expect_err("no such database")
+        .to_string();
+    assert!(
+        e.ends_with(&format!(
+            "database \"no_such_site_{}\" does not exist",
+            std::process::id()
+        )),
+        "{e}"
+    );
+
+    let db = TestDb::create(Backend::Postgres, "error_text").await;
+    let store = db.store().await;
+    db.exec("DROP TABLE relay_cursors").await;
+    let e = store
+        .relay_cursor("relay-a")
+        .await
+        .expect_err("the table is gone")
+        .to_string();
+    assert_eq!(
+        e,
+        "database error: relation \"relay_cursors\" does not exist"
+    );
+}
+
 /// The report commands work with a PostgreSQL role that may only read the site's tables.
 #[tokio::test]
 async fn report_commands_need_only_a_read_only_postgres_role() {

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use tracing::{instrument, warn};
 
 use super::rows::{baseline_summary_row, current_row, cursor_row, history_view_row};
@@ -59,27 +59,62 @@ pub struct PostgresStore {
     known_days: partitions::KnownDays,
 }
 
+/// How long opening waits for a PostgreSQL server that refuses connections or is starting up
+/// (a site server started beside its database).
+const WAIT_FOR_SERVER: Duration = Duration::from_secs(30);
+
 /// A pool on `url` whose sessions are named `app` and run with the server setting `session`.
+/// While the server cannot be reached it retries for up to [`WAIT_FOR_SERVER`], saying why,
+/// and then fails with the server's own reason (not the pool's "timed out").
 async fn open_pool(
     url: &str,
     app: &str,
     session: (&str, &str),
     max_connections: u32,
 ) -> Result<PgPool, StoreError> {
-    let open_err = |source| StoreError::Open {
+    let open_err = |cause| StoreError::Open {
         url: redact_url(url),
-        source,
+        cause,
     };
     let opts = PgConnectOptions::from_str(url)
         .map_err(open_err)?
         .application_name(app)
         .options([session]);
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_SERVER;
+    let mut said = false;
+    loop {
+        match PgConnection::connect_with(&opts).await {
+            Ok(c) => {
+                let _ = c.close().await;
+                break;
+            }
+            Err(e) if not_up_yet(&e) && tokio::time::Instant::now() < deadline => {
+                if !said {
+                    warn!(url = %redact_url(url), error = %describe(&e),
+                        "waiting for PostgreSQL");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(open_err(e)),
+        }
+    }
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(opts)
         .await
         .map_err(open_err)
+}
+
+/// Whether a failed connection may succeed shortly: the server refused or dropped it, or is
+/// starting up or shutting down (SQLSTATE class 57P).
+fn not_up_yet(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("57P")),
+        _ => false,
+    }
 }
 
 impl PostgresStore {
