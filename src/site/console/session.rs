@@ -47,15 +47,19 @@ const MAX_FAILING_CLIENTS: usize = 4096;
 /// Who a failed login is counted against: the address, or for IPv6 its /64, which one host
 /// usually holds whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Client(u128);
+pub enum Client {
+    V4(u32),
+    /// The upper 64 bits.
+    V6(u64),
+}
 
 impl From<IpAddr> for Client {
     fn from(ip: IpAddr) -> Self {
         match ip {
-            IpAddr::V4(v4) => Client(u32::from(v4).into()),
+            IpAddr::V4(v4) => Client::V4(v4.into()),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Client(u32::from(v4).into()),
-                None => Client(u128::from(v6) & !((1u128 << 64) - 1)),
+                Some(v4) => Client::V4(v4.into()),
+                None => Client::V6((u128::from(v6) >> 64) as u64),
             },
         }
     }
@@ -236,18 +240,18 @@ mod tests {
     fn failures_are_remembered_for_a_bounded_number_of_clients() {
         let sessions = Sessions::default();
         let t0 = Instant::now();
-        let first = Client(0);
+        let first = Client::V6(0);
         for _ in 0..MAX_FAILURES {
             sessions.login_failed(first, t0);
         }
         // Many more clients failing once, later: the map stays bounded and forgets the stalest.
-        for i in 1..=MAX_FAILING_CLIENTS as u128 {
-            sessions.login_failed(Client(i), t0 + Duration::from_secs(1));
+        for i in 1..=MAX_FAILING_CLIENTS as u32 {
+            sessions.login_failed(Client::V4(i), t0 + Duration::from_secs(1));
         }
         assert!(sessions.1.lock().unwrap().len() <= MAX_FAILING_CLIENTS);
         assert!(sessions.login_allowed(first, t0 + Duration::from_secs(1)));
         // A client still failing inside its window is not the one forgotten.
-        let last = Client(MAX_FAILING_CLIENTS as u128);
+        let last = Client::V4(MAX_FAILING_CLIENTS as u32);
         for _ in 0..MAX_FAILURES {
             sessions.login_failed(last, t0 + Duration::from_secs(2));
         }
