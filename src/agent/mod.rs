@@ -297,8 +297,22 @@ impl Agent {
         self.save().await
     }
 
-    /// Queues a compliance report; it is durable when this returns.
-    pub fn queue_report(&self, report: ComplianceReport) -> Result<MessageId, AgentError> {
+    /// Queues a compliance report; it is durable when this returns. A report larger than the
+    /// relay accepts has its texts shortened first (see [`eval::fit_report`]).
+    pub fn queue_report(&self, mut report: ComplianceReport) -> Result<MessageId, AgentError> {
+        let size = report.encoded_len();
+        match eval::fit_report(&mut report, eval::MAX_REPORT_BYTES) {
+            (None, _) => {}
+            (Some(cut), true) => warn!(
+                baseline = %report.baseline_id, bytes = size, limit = eval::MAX_REPORT_BYTES,
+                "report too large for the relay: its texts were shortened to {cut} bytes"
+            ),
+            (Some(_), false) => warn!(
+                baseline = %report.baseline_id, bytes = report.encoded_len(),
+                limit = eval::MAX_REPORT_BYTES,
+                "report too large for the relay even with its texts shortened; sending it anyway"
+            ),
+        }
         self.queue_body(Body::ComplianceReport(report))
     }
 

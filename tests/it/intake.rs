@@ -10,6 +10,48 @@ use prost::Message;
 
 use crate::helpers::{RawDevice, TestSystem, describe};
 
+/// A report larger than the relay's body limit (a big baseline with long observed values) is
+/// stored with every setting's state, its texts shortened, instead of refused and dropped.
+#[tokio::test]
+async fn an_oversized_report_is_stored_shortened_not_dropped() {
+    let sys = TestSystem::start().await;
+    let agent = sys.agent("big").await;
+    let mut report = mprelay::sample::report_with_settings(300, 3);
+    for s in report
+        .configuration_items
+        .iter_mut()
+        .flat_map(|c| c.settings.iter_mut())
+    {
+        s.observed_before = Some("b".repeat(4096));
+        s.observed_after = Some("a".repeat(4096));
+    }
+    assert!(report.encoded_len() > 2 * 1024 * 1024);
+    let id = agent.queue_report(report.clone()).unwrap();
+    let out = agent.flush().await.unwrap();
+    assert_eq!((out.accepted, out.dropped, out.remaining), (1, 0, 0));
+    sys.wait_for_reports(1).await;
+    let settings = sys.store.report_settings(&id.to_string()).await.unwrap();
+    let sent: Vec<_> = report
+        .configuration_items
+        .iter()
+        .flat_map(|c| &c.settings)
+        .collect();
+    assert_eq!(settings.len(), 300);
+    for (got, want) in settings.iter().zip(sent) {
+        assert_eq!(got.setting_id, want.setting_id);
+        let state = mprelay::compliance::State::from(
+            mprelay::proto::ComplianceState::try_from(want.state).unwrap(),
+        );
+        assert_eq!(got.state, state.as_str());
+        let before = got.observed_before.as_deref().unwrap();
+        assert!(
+            before.ends_with('…') && before.len() <= 1024,
+            "{}",
+            before.len()
+        );
+    }
+}
+
 #[tokio::test]
 async fn report_reaches_the_site_database_with_the_values_sent() {
     let sys = TestSystem::start().await;

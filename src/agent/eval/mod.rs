@@ -37,6 +37,8 @@ use thiserror::Error;
 use crate::clock;
 use crate::compliance::rule::{Operator, Rule, RuleError, format_mode, parse_mode};
 use crate::compliance::{Rollup, Severity, State};
+use prost::Message;
+
 use crate::proto::{self, ComplianceReport, ConfigurationItemResult, Membership, SettingResult};
 
 /// The evaluator kinds this agent knows.
@@ -477,14 +479,62 @@ fn state_of(s: &SettingResult) -> State {
 
 /// `s` cut to [`MAX_TEXT`] bytes at a character boundary.
 pub fn clip(s: &str) -> String {
-    if s.len() <= MAX_TEXT {
+    clip_to(s, MAX_TEXT)
+}
+
+/// `s` cut to `max` bytes (at least 4) at a character boundary, ending in "…" when cut.
+fn clip_to(s: &str, max: usize) -> String {
+    if s.len() <= max {
         return s.to_string();
     }
-    let mut end = MAX_TEXT - '…'.len_utf8();
+    let mut end = max.max(4) - '…'.len_utf8();
     while !s.is_char_boundary(end) {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+/// Largest encoded compliance report an agent queues. The relay refuses request bodies over
+/// its `limits.max_body_bytes` (1 MiB by default) for good, and a refused report is dropped:
+/// the device would never report that baseline. This leaves room for the submission's ids
+/// and the sealed envelope.
+pub const MAX_REPORT_BYTES: usize = 1_000_000;
+
+/// The lengths texts are shortened to, in turn, until a report fits.
+const SHORTER_TEXTS: [usize; 4] = [1024, 256, 64, 16];
+
+/// Makes `report` fit in `budget` encoded bytes by shortening its texts (expected, observed
+/// before and after, error) to ever fewer bytes, each ending in "…" where cut. Ids, states,
+/// severities and remediation flags are never touched, so what the site computes from the
+/// report is the same. Returns the length texts were cut to, if any, and whether it now fits
+/// (it may not, with tens of thousands of settings).
+pub fn fit_report(report: &mut ComplianceReport, budget: usize) -> (Option<usize>, bool) {
+    if report.encoded_len() <= budget {
+        return (None, true);
+    }
+    let mut cut = None;
+    for max in SHORTER_TEXTS {
+        cut = Some(max);
+        for s in report
+            .configuration_items
+            .iter_mut()
+            .flat_map(|c| c.settings.iter_mut())
+        {
+            for text in [Some(&mut s.expected), s.observed_before.as_mut()]
+                .into_iter()
+                .chain([s.observed_after.as_mut(), Some(&mut s.error)])
+                .flatten()
+            {
+                if text.len() > max {
+                    *text = clip_to(text, max);
+                }
+            }
+        }
+        if report.encoded_len() <= budget {
+            return (cut, true);
+        }
+    }
+    (cut, false)
 }
 
 /// How long a command may run when its definition does not say.
@@ -656,6 +706,50 @@ mod tests {
         let s = setting("file_mode", &[("path", "/etc/x")], "equals", "600");
         let e = Check::parse(&s).unwrap_err().to_string();
         assert!(e.contains("four octal digits"), "{e}");
+    }
+
+    #[test]
+    fn a_report_too_large_for_the_relay_is_shortened_not_dropped() {
+        let mut r = crate::sample::report_with_settings(300, 7);
+        for (i, s) in r
+            .configuration_items
+            .iter_mut()
+            .flat_map(|c| c.settings.iter_mut())
+            .enumerate()
+        {
+            s.observed_before = Some(format!("{i}:{}", "é".repeat(2000)));
+            s.observed_after = Some("x".repeat(MAX_TEXT));
+        }
+        let before = r.clone();
+        assert!(r.encoded_len() > MAX_REPORT_BYTES);
+        let (cut, fits) = fit_report(&mut r, MAX_REPORT_BYTES);
+        assert!(fits && r.encoded_len() <= MAX_REPORT_BYTES);
+        // Shortened only as far as needed: 1 KiB texts already fit.
+        assert_eq!(cut, Some(1024));
+        let pairs = r
+            .configuration_items
+            .iter()
+            .flat_map(|c| &c.settings)
+            .zip(before.configuration_items.iter().flat_map(|c| &c.settings));
+        for (got, was) in pairs {
+            assert_eq!(
+                (&got.setting_id, got.state, got.severity, got.remediated),
+                (&was.setting_id, was.state, was.severity, was.remediated)
+            );
+            let b = got.observed_before.as_deref().unwrap();
+            assert!(b.len() <= 1024 && b.ends_with('…'), "{}", b.len());
+            assert!(
+                was.observed_before
+                    .as_deref()
+                    .unwrap()
+                    .starts_with(&b[..b.len() - 3])
+            );
+        }
+        // A report that fits is left alone.
+        let mut small = crate::sample::report_with_settings(35, 1);
+        let same = small.clone();
+        assert_eq!(fit_report(&mut small, MAX_REPORT_BYTES), (None, true));
+        assert_eq!(small, same);
     }
 
     #[test]
