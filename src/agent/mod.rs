@@ -400,8 +400,10 @@ impl Agent {
 
     async fn send_one(&self, item: &Queued) -> Result<Sent, AgentError> {
         let mut reenrolled = false;
+        let mut submission = std::borrow::Cow::Borrowed(&item.submission);
         loop {
-            let sealed = self.seal(&item.submission).await;
+            let sealed = self.seal(&submission).await;
+            let sent_bytes = sealed.len();
             let resp = self
                 .client
                 .post("/v1/submissions", Bytes::from(sealed))
@@ -419,7 +421,7 @@ impl Agent {
                     path: item.path.clone(),
                     source,
                 })?;
-                self.note_delivered(&item.submission);
+                self.note_delivered(&submission);
                 return Ok(if resp.status.as_u16() == 202 {
                     Sent::Accepted
                 } else {
@@ -432,6 +434,20 @@ impl Agent {
             } else {
                 err.code.clone()
             };
+            if code == "too_large"
+                && let Some(smaller) = shrink_report(&submission, sent_bytes / 2)
+            {
+                // A relay with a lower body limit than the agent's budget: the report goes again,
+                // its texts shorter, and is kept that way in the queue.
+                warn!(message_id = %item.message_id, bytes = sent_bytes, message = %err.message,
+                    "relay refused the report as too large; shortening its texts");
+                write_private_atomic(&item.path, &smaller).map_err(|source| AgentError::Io {
+                    path: item.path.clone(),
+                    source,
+                })?;
+                submission = std::borrow::Cow::Owned(smaller);
+                continue;
+            }
             match agent_action(&code) {
                 AgentAction::Drop => {
                     warn!(message_id = %item.message_id, %code, message = %err.message, "relay refused the submission for good; dropping it");
@@ -577,6 +593,19 @@ async fn enroll_with(
             }
         }
     }
+}
+
+/// `submission` re-encoded with its compliance report's texts shortened to fit `budget`
+/// bytes; `None` when it is not a report or cannot get any smaller.
+fn shrink_report(submission: &[u8], budget: usize) -> Option<Vec<u8>> {
+    let mut sub = Submission::decode(submission).ok()?;
+    let Some(Body::ComplianceReport(report)) = sub.body.as_mut() else {
+        return None;
+    };
+    let before = report.encoded_len();
+    eval::fit_report(report, budget.saturating_sub(submission.len() - before));
+    let smaller = sub.encode_to_vec();
+    (smaller.len() < submission.len()).then_some(smaller)
 }
 
 /// `d` stretched by a random 0–50 %, so agents told the same `Retry-After` do not return together.

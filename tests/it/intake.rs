@@ -52,6 +52,37 @@ async fn an_oversized_report_is_stored_shortened_not_dropped() {
     }
 }
 
+/// A relay whose body limit is below the agent's budget refuses a big report as too large;
+/// the agent shortens its texts further and sends it again, instead of dropping it.
+#[tokio::test]
+async fn a_relay_with_a_lower_body_limit_gets_the_report_shortened_further() {
+    let sys = TestSystem::start_with(|o| o.agent_limits.max_body_bytes = 64 * 1024).await;
+    let agent = sys.agent("small-limit").await;
+    let mut report = mprelay::sample::report_with_settings(35, 4);
+    for s in report
+        .configuration_items
+        .iter_mut()
+        .flat_map(|c| c.settings.iter_mut())
+    {
+        s.observed_before = Some("b".repeat(4096));
+        s.observed_after = Some("a".repeat(4096));
+    }
+    let id = agent.queue_report(report).unwrap();
+    let out = agent.flush().await.unwrap();
+    assert_eq!((out.accepted, out.dropped, out.remaining), (1, 0, 0));
+    sys.wait_for_reports(1).await;
+    let settings = sys.store.report_settings(&id.to_string()).await.unwrap();
+    assert_eq!(settings.len(), 35);
+    for s in &settings {
+        let after = s.observed_after.as_deref().unwrap();
+        assert!(
+            after.ends_with('…') && after.len() <= 1024,
+            "{}",
+            after.len()
+        );
+    }
+}
+
 #[tokio::test]
 async fn report_reaches_the_site_database_with_the_values_sent() {
     let sys = TestSystem::start().await;
