@@ -10,13 +10,9 @@ use prost::Message;
 
 use crate::helpers::{RawDevice, TestSystem, describe};
 
-/// A report larger than the relay's body limit (a big baseline with long observed values) is
-/// stored with every setting's state, its texts shortened, instead of refused and dropped.
-#[tokio::test]
-async fn an_oversized_report_is_stored_shortened_not_dropped() {
-    let sys = TestSystem::start().await;
-    let agent = sys.agent("big").await;
-    let mut report = mprelay::sample::report_with_settings(300, 3);
+/// A report of `settings` settings whose observed values before and after are 4 KiB each.
+fn report_with_long_values(settings: usize) -> mprelay::proto::ComplianceReport {
+    let mut report = mprelay::sample::report_with_settings(settings, 3);
     for s in report
         .configuration_items
         .iter_mut()
@@ -25,7 +21,17 @@ async fn an_oversized_report_is_stored_shortened_not_dropped() {
         s.observed_before = Some("b".repeat(4096));
         s.observed_after = Some("a".repeat(4096));
     }
-    assert!(report.encoded_len() > 2 * 1024 * 1024);
+    report
+}
+
+/// Queues `report`, sends it, and checks it was accepted and stored with every setting, in its
+/// state, and its observed values shortened to 1 KiB or less.
+async fn sent_and_stored_shortened(
+    sys: &TestSystem,
+    name: &str,
+    report: mprelay::proto::ComplianceReport,
+) {
+    let agent = sys.agent(name).await;
     let id = agent.queue_report(report.clone()).unwrap();
     let out = agent.flush().await.unwrap();
     assert_eq!((out.accepted, out.dropped, out.remaining), (1, 0, 0));
@@ -36,20 +42,28 @@ async fn an_oversized_report_is_stored_shortened_not_dropped() {
         .iter()
         .flat_map(|c| &c.settings)
         .collect();
-    assert_eq!(settings.len(), 300);
+    assert_eq!(settings.len(), sent.len());
     for (got, want) in settings.iter().zip(sent) {
         assert_eq!(got.setting_id, want.setting_id);
         let state = mprelay::compliance::State::from(
             mprelay::proto::ComplianceState::try_from(want.state).unwrap(),
         );
         assert_eq!(got.state, state.as_str());
-        let before = got.observed_before.as_deref().unwrap();
-        assert!(
-            before.ends_with('…') && before.len() <= 1024,
-            "{}",
-            before.len()
-        );
+        for text in [&got.observed_before, &got.observed_after] {
+            let text = text.as_deref().unwrap();
+            assert!(text.ends_with('…') && text.len() <= 1024, "{}", text.len());
+        }
     }
+}
+
+/// A report larger than the relay's body limit (a big baseline with long observed values) is
+/// stored with every setting's state, its texts shortened, instead of refused and dropped.
+#[tokio::test]
+async fn an_oversized_report_is_stored_shortened_not_dropped() {
+    let sys = TestSystem::start().await;
+    let report = report_with_long_values(300);
+    assert!(report.encoded_len() > 2 * 1024 * 1024);
+    sent_and_stored_shortened(&sys, "big", report).await;
 }
 
 /// A relay whose body limit is below the agent's budget refuses a big report as too large;
@@ -57,30 +71,9 @@ async fn an_oversized_report_is_stored_shortened_not_dropped() {
 #[tokio::test]
 async fn a_relay_with_a_lower_body_limit_gets_the_report_shortened_further() {
     let sys = TestSystem::start_with(|o| o.agent_limits.max_body_bytes = 64 * 1024).await;
-    let agent = sys.agent("small-limit").await;
-    let mut report = mprelay::sample::report_with_settings(35, 4);
-    for s in report
-        .configuration_items
-        .iter_mut()
-        .flat_map(|c| c.settings.iter_mut())
-    {
-        s.observed_before = Some("b".repeat(4096));
-        s.observed_after = Some("a".repeat(4096));
-    }
-    let id = agent.queue_report(report).unwrap();
-    let out = agent.flush().await.unwrap();
-    assert_eq!((out.accepted, out.dropped, out.remaining), (1, 0, 0));
-    sys.wait_for_reports(1).await;
-    let settings = sys.store.report_settings(&id.to_string()).await.unwrap();
-    assert_eq!(settings.len(), 35);
-    for s in &settings {
-        let after = s.observed_after.as_deref().unwrap();
-        assert!(
-            after.ends_with('…') && after.len() <= 1024,
-            "{}",
-            after.len()
-        );
-    }
+    let report = report_with_long_values(35);
+    assert!(report.encoded_len() > 4 * 64 * 1024);
+    sent_and_stored_shortened(&sys, "small-limit", report).await;
 }
 
 #[tokio::test]
