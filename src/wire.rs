@@ -241,6 +241,9 @@ pub fn protobuf_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Byt
 pub enum AgentAction {
     /// Drop the message and log it: resending cannot help.
     Drop,
+    /// Send it again smaller (a compliance report with its texts shortened); drop it when it
+    /// cannot get smaller.
+    Shorten,
     /// Enroll again, then resend.
     Reenroll,
     /// Stop submitting: the site does not want this device.
@@ -256,12 +259,10 @@ pub fn agent_action(code: &str) -> AgentAction {
             AgentAction::Reenroll
         }
         "device_blocked" | "enrollment_refused" => AgentAction::Stop,
-        "malformed"
-        | "unsupported_version"
-        | "invalid_report"
-        | "too_large"
-        | "stale"
-        | "from_the_future" => AgentAction::Drop,
+        "too_large" => AgentAction::Shorten,
+        "malformed" | "unsupported_version" | "invalid_report" | "stale" | "from_the_future" => {
+            AgentAction::Drop
+        }
         // rate_limited, overloaded, timeout, internal and anything a newer relay may add.
         _ => AgentAction::RetryLater,
     }
@@ -306,6 +307,7 @@ mod tests {
         assert_eq!(agent_action("decrypt_failed"), AgentAction::Reenroll);
         assert_eq!(agent_action("device_blocked"), AgentAction::Stop);
         assert_eq!(agent_action("stale"), AgentAction::Drop);
+        assert_eq!(agent_action("too_large"), AgentAction::Shorten);
         assert_eq!(agent_action("overloaded"), AgentAction::RetryLater);
         assert_eq!(agent_action("something_new"), AgentAction::RetryLater);
     }

@@ -434,13 +434,16 @@ impl Agent {
             } else {
                 err.code.clone()
             };
-            if code == "too_large"
-                && let Some(smaller) = shrink_report(&submission, sent_bytes / 2)
-            {
-                // A relay with a lower body limit than the agent's budget: the report goes again,
-                // its texts shorter, and is kept that way in the queue.
+            let action = agent_action(&code);
+            let shorter = match action {
+                // A relay whose body limit is below the agent's budget: half the size sent.
+                AgentAction::Shorten => shrink_report(&submission, sent_bytes / 2),
+                _ => None,
+            };
+            if let Some(smaller) = shorter {
                 warn!(message_id = %item.message_id, bytes = sent_bytes, message = %err.message,
-                    "relay refused the report as too large; shortening its texts");
+                    "relay refused the report as too large; sending it again, texts shortened");
+                // Kept shorter in the queue, so a retry after a crash does not start over.
                 write_private_atomic(&item.path, &smaller).map_err(|source| AgentError::Io {
                     path: item.path.clone(),
                     source,
@@ -448,8 +451,9 @@ impl Agent {
                 submission = std::borrow::Cow::Owned(smaller);
                 continue;
             }
-            match agent_action(&code) {
-                AgentAction::Drop => {
+            match action {
+                // Shorten that found nothing to shorten is a drop.
+                AgentAction::Drop | AgentAction::Shorten => {
                     warn!(message_id = %item.message_id, %code, message = %err.message, "relay refused the submission for good; dropping it");
                     self.queue
                         .drop_entry(&item.path, &format!("{code}: {}", err.message))

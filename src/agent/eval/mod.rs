@@ -32,13 +32,12 @@ use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use prost::Message;
 use thiserror::Error;
 
 use crate::clock;
 use crate::compliance::rule::{Operator, Rule, RuleError, format_mode, parse_mode};
 use crate::compliance::{Rollup, Severity, State};
-use prost::Message;
-
 use crate::proto::{self, ComplianceReport, ConfigurationItemResult, Membership, SettingResult};
 
 /// The evaluator kinds this agent knows.
@@ -512,9 +511,7 @@ pub fn fit_report(report: &mut ComplianceReport, budget: usize) -> (Option<usize
     if report.encoded_len() <= budget {
         return (None, true);
     }
-    let mut cut = None;
     for max in SHORTER_TEXTS {
-        cut = Some(max);
         for s in report
             .configuration_items
             .iter_mut()
@@ -531,10 +528,10 @@ pub fn fit_report(report: &mut ComplianceReport, budget: usize) -> (Option<usize
             }
         }
         if report.encoded_len() <= budget {
-            return (cut, true);
+            return (Some(max), true);
         }
     }
-    (cut, false)
+    (SHORTER_TEXTS.last().copied(), false)
 }
 
 /// How long a command may run when its definition does not say.
