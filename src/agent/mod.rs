@@ -12,6 +12,7 @@ pub mod terms;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -162,6 +163,8 @@ pub struct Agent {
     pkcs8: Vec<u8>,
     creds: Mutex<Credentials>,
     queue: Queue,
+    /// The relay's body limit from its last policy answer; 0 until it said.
+    relay_body_limit: AtomicU64,
 }
 
 /// What a flush achieved.
@@ -178,6 +181,11 @@ pub struct FlushOutcome {
     /// Set when the relay asked to come back later (or could not be reached).
     pub retry_after: Option<Duration>,
 }
+
+/// What sealing adds to an encoded report, at most: the submission's ids and time, the
+/// signature, the envelope's ids, public key, nonce and tag, and their field headers (266
+/// bytes for a report of 1,000,000 bytes; checked by a test).
+const SEALING_OVERHEAD: usize = 512;
 
 const STATE_FILE: &str = "agent-state.json";
 const STATE_FORMAT: u32 = 1;
@@ -237,6 +245,7 @@ impl Agent {
                     pkcs8,
                     creds: Mutex::new(creds),
                     queue,
+                    relay_body_limit: AtomicU64::new(0),
                 })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -249,6 +258,7 @@ impl Agent {
                     pkcs8,
                     creds: Mutex::new(creds),
                     queue,
+                    relay_body_limit: AtomicU64::new(0),
                 };
                 agent.save().await?;
                 Ok(agent)
@@ -301,19 +311,31 @@ impl Agent {
     /// relay accepts has its texts shortened first (see [`eval::fit_report`]).
     pub fn queue_report(&self, mut report: ComplianceReport) -> Result<MessageId, AgentError> {
         let size = report.encoded_len();
-        match eval::fit_report(&mut report, eval::MAX_REPORT_BYTES) {
+        let limit = self.report_budget();
+        match eval::fit_report(&mut report, limit) {
             (None, _) => {}
             (Some(cut), true) => warn!(
-                baseline = %report.baseline_id, bytes = size, limit = eval::MAX_REPORT_BYTES,
+                baseline = %report.baseline_id, bytes = size, limit,
                 "report too large for the relay: its texts were shortened to {cut} bytes"
             ),
             (Some(_), false) => warn!(
-                baseline = %report.baseline_id, bytes = report.encoded_len(),
-                limit = eval::MAX_REPORT_BYTES,
+                baseline = %report.baseline_id, bytes = report.encoded_len(), limit,
                 "report too large for the relay even with its texts shortened; sending it anyway"
             ),
         }
         self.queue_body(Body::ComplianceReport(report))
+    }
+
+    /// The largest encoded report to queue: [`eval::MAX_REPORT_BYTES`], or less when the relay
+    /// said in its last policy answer that it takes smaller bodies.
+    pub fn report_budget(&self) -> usize {
+        match self.relay_body_limit.load(Ordering::Relaxed) {
+            0 => eval::MAX_REPORT_BYTES,
+            limit => usize::try_from(limit)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(SEALING_OVERHEAD)
+                .min(eval::MAX_REPORT_BYTES),
+        }
     }
 
     /// Queues a terms acceptance.
@@ -508,6 +530,10 @@ impl Agent {
             if resp.status.is_success() {
                 let pr = PolicyResponse::decode(resp.body.as_ref())
                     .map_err(|_| AgentError::Protocol("policy response does not decode".into()))?;
+                if pr.max_body_bytes > 0 {
+                    self.relay_body_limit
+                        .store(pr.max_body_bytes, Ordering::Relaxed);
+                }
                 return Ok(if pr.unchanged { None } else { pr.policy });
             }
             let err = ErrorResponse::decode(resp.body.as_ref()).unwrap_or_default();
@@ -615,4 +641,35 @@ fn shrink_report(submission: &[u8], budget: usize) -> Option<Vec<u8>> {
 /// `d` stretched by a random 0–50 %, so agents told the same `Retry-After` do not return together.
 pub fn jitter(d: Duration) -> Duration {
     d.mul_f64(1.0 + rand::random::<f64>() * 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report of the largest budget, sealed with the largest epoch and a far-future time
+    /// (the longest field headers), stays within [`SEALING_OVERHEAD`] of its own size: a report
+    /// fitted under the relay's limit minus that allowance is never refused as too large.
+    #[test]
+    fn sealing_adds_less_than_its_allowance() {
+        let signer = DeviceSigner::from_seed(&[7; 32]);
+        let mut report = crate::sample::report_with_settings(1, 1);
+        let setting = &mut report.configuration_items[0].settings[0];
+        setting.observed_before = Some("x".repeat(eval::MAX_REPORT_BYTES - 1000));
+        assert!(report.encoded_len() <= eval::MAX_REPORT_BYTES);
+        let sub = Submission {
+            message_id: MessageId::new().to_string(),
+            device_id: signer.device_id().hex(),
+            created_unix_ms: i64::MAX,
+            body: Some(Body::ComplianceReport(report.clone())),
+        }
+        .encode_to_vec();
+        let epoch = KeyEpoch::try_from(u32::MAX).unwrap();
+        let sealed = envelope::seal(&signer, epoch, &DeviceKey::from_bytes([1; 32]), &sub);
+        let overhead = sealed.encoded_len() - report.encoded_len();
+        assert!(
+            overhead <= SEALING_OVERHEAD,
+            "sealing added {overhead} bytes"
+        );
+    }
 }

@@ -399,24 +399,17 @@ pub(super) async fn policy(st: &RelayState, req: Request<Incoming>) -> Resp {
         .policy_served
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let snapshot: Option<Arc<proto::PolicySnapshot>> = st.policy_snapshot();
-    let resp = match snapshot {
-        Some(p) if p.version == pr.known_version => PolicyResponse {
-            policy: None,
-            unchanged: true,
-        },
-        Some(p) => PolicyResponse {
-            policy: Some((*p).clone()),
-            unchanged: false,
-        },
+    let policy = match snapshot {
+        Some(p) if p.version == pr.known_version => None,
+        Some(p) => Some((*p).clone()),
         // No policy pushed yet: the empty snapshot, version 0.
-        None if pr.known_version == 0 => PolicyResponse {
-            policy: None,
-            unchanged: true,
-        },
-        None => PolicyResponse {
-            policy: Some(proto::PolicySnapshot::default()),
-            unchanged: false,
-        },
+        None if pr.known_version == 0 => None,
+        None => Some(proto::PolicySnapshot::default()),
+    };
+    let resp = PolicyResponse {
+        unchanged: policy.is_none(),
+        policy,
+        max_body_bytes: st.agent_limits.max_body_bytes as u64,
     };
     Ok(protobuf_response(StatusCode::OK, resp.encode_to_vec()))
 }

@@ -76,6 +76,26 @@ async fn a_relay_with_a_lower_body_limit_gets_the_report_shortened_further() {
     sent_and_stored_shortened(&sys, "small-limit", report).await;
 }
 
+/// An agent that asked the relay for its policy knows the relay's body limit and fits its
+/// reports under it before sending: no round trip is refused as too large.
+#[tokio::test]
+async fn an_agent_fits_its_reports_under_the_limit_its_relay_states() {
+    let limit = 64 * 1024;
+    let sys = TestSystem::start_with(move |o| o.agent_limits.max_body_bytes = limit).await;
+    let agent = sys.agent("told").await;
+    agent.fetch_policy(0, "").await.unwrap();
+    assert!(agent.report_budget() < limit);
+    let report = report_with_long_values(35);
+    assert!(report.encoded_len() > 4 * limit);
+    let id = agent.queue_report(report.clone()).unwrap();
+    let out = agent.flush().await.unwrap();
+    assert_eq!((out.accepted, out.dropped, out.remaining), (1, 0, 0));
+    assert_eq!(sys.relay().metrics().rejected("too_large"), 0);
+    sys.wait_for_reports(1).await;
+    let settings = sys.store.report_settings(&id.to_string()).await.unwrap();
+    assert_eq!(settings.len(), 35);
+}
+
 #[tokio::test]
 async fn report_reaches_the_site_database_with_the_values_sent() {
     let sys = TestSystem::start().await;

@@ -493,10 +493,10 @@ fn clip_to(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
-/// Largest encoded compliance report an agent queues. The relay refuses request bodies over
-/// its `limits.max_body_bytes` (1 MiB by default) for good, and a refused report is dropped:
-/// the device would never report that baseline. This leaves room for the submission's ids
-/// and the sealed envelope.
+/// Largest encoded compliance report an agent queues: a relay refuses request bodies over its
+/// `limits.max_body_bytes` (1 MiB by default), and a report that never fits would leave its
+/// baseline unreported. This leaves room for the submission's ids and the sealed envelope. A
+/// relay that says in its policy answer that it takes less gets less (`Agent::report_budget`).
 pub const MAX_REPORT_BYTES: usize = 1_000_000;
 
 /// The lengths texts are shortened to, in turn, until a report fits.
