@@ -7,6 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use mprelay::store::{QuarantineRow, WriteBatch};
+
+use crate::db::{Backend, TestDb};
 use crate::helpers::wait_until;
 
 fn mprelay() -> Command {
@@ -391,5 +394,129 @@ fn read_only_commands_refuse_a_database_that_does_not_exist() {
             stderr(&o)
         );
         assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+}
+
+/// A read-only command started before its PostgreSQL server accepts connections (a site
+/// restarted together with its database) waits for the server, says so once and why, and then
+/// answers from the database instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_commands_wait_for_a_postgres_server_that_is_not_up_yet() {
+    use tokio::io::AsyncBufReadExt;
+
+    let db = TestDb::create(Backend::Postgres, "wait_for_server").await;
+    let store = db.store().await;
+    let q = QuarantineRow {
+        seq: 1,
+        message_id: String::new(),
+        received_ms: mprelay::clock::now_ms(),
+        reason: "does not decode".into(),
+        payload: vec![0xff],
+    };
+    let b = WriteBatch {
+        relay_id: "relay-a".into(),
+        through_seq: 1,
+        last_seq: 1,
+        quarantined: vec![q],
+        ..Default::default()
+    };
+    assert_eq!(store.write_batch(&b).await.unwrap().quarantined, 1);
+    store.close().await;
+
+    // The command is pointed at a loopback port where nothing listens yet.
+    let server = url::Url::parse(&db.url).unwrap();
+    let server_addr = format!(
+        "{}:{}",
+        server.host_str().unwrap(),
+        server.port().unwrap_or(5432)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut url = server.clone();
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(port)).unwrap();
+    let mut child = tokio::process::Command::from(mprelay())
+        .args(["report", "counts", "--database", url.as_str()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let limit = tokio::time::Instant::now() + Duration::from_secs(60);
+
+    let mut before = Vec::new();
+    let waiting = tokio::time::timeout_at(limit, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let found = line.contains("waiting for PostgreSQL");
+            before.push(line);
+            if found {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    match waiting {
+        Ok(true) => {}
+        Ok(false) => panic!(
+            "the command ended without waiting for PostgreSQL ({:?}):\n{}",
+            child.wait().await,
+            before.join("\n")
+        ),
+        Err(_) => panic!(
+            "no \"waiting for PostgreSQL\" within 60 s:\n{}",
+            before.join("\n")
+        ),
+    }
+    let said = before.last().unwrap();
+    assert!(
+        said.contains(&format!("127.0.0.1:{port}")) && said.contains("refused"),
+        "names the server and why it waits: {said}"
+    );
+
+    // Only now does a server answer at that port: a forwarder to the real one.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(forward(listener, server_addr));
+    let rest = tokio::spawn(async move {
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            rest.push(line);
+        }
+        rest
+    });
+    let out = tokio::time::timeout_at(limit, child.wait_with_output())
+        .await
+        .expect("the command did not finish within 60 s")
+        .unwrap();
+    let stderr = [before, rest.await.unwrap()].concat().join("\n");
+    assert!(out.status.success(), "{:?}:\n{stderr}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("reports 0\n") && stdout.contains("quarantined records 1"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stderr.matches("waiting for PostgreSQL").count(),
+        1,
+        "said once: {stderr}"
+    );
+}
+
+/// Accepts connections on `listener` and copies each both ways to and from `to`, for as long
+/// as the test's runtime runs.
+async fn forward(listener: tokio::net::TcpListener, to: String) {
+    while let Ok((mut inbound, _)) = listener.accept().await {
+        let to = to.clone();
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
     }
 }
