@@ -259,7 +259,10 @@ pub fn agent_action(code: &str) -> AgentAction {
             AgentAction::Reenroll
         }
         "device_blocked" | "enrollment_refused" => AgentAction::Stop,
-        "too_large" => AgentAction::Shorten,
+        // "http_413": a proxy or load balancer in front of the relay refused the body with its
+        // own, smaller limit and no ErrorResponse. Retried unchanged it would be refused forever,
+        // and the queue behind it would never be sent.
+        "too_large" | "http_413" => AgentAction::Shorten,
         "malformed" | "unsupported_version" | "invalid_report" | "stale" | "from_the_future" => {
             AgentAction::Drop
         }
@@ -308,6 +311,7 @@ mod tests {
         assert_eq!(agent_action("device_blocked"), AgentAction::Stop);
         assert_eq!(agent_action("stale"), AgentAction::Drop);
         assert_eq!(agent_action("too_large"), AgentAction::Shorten);
+        assert_eq!(agent_action("http_413"), AgentAction::Shorten);
         assert_eq!(agent_action("overloaded"), AgentAction::RetryLater);
         assert_eq!(agent_action("something_new"), AgentAction::RetryLater);
     }

@@ -1,10 +1,12 @@
 //! The intake path end to end: agent → relay → spool → site server → site database.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use mprelay::envelope;
-use mprelay::net::HttpVersion;
+use mprelay::net::{HttpVersion, server};
 use mprelay::proto::SubmissionReceipt;
 use prost::Message;
 
@@ -94,6 +96,89 @@ async fn an_agent_fits_its_reports_under_the_limit_its_relay_states() {
     sys.wait_for_reports(1).await;
     let settings = sys.store.report_settings(&id.to_string()).await.unwrap();
     assert_eq!(settings.len(), 35);
+}
+
+/// A TLS-terminating proxy in front of the relay, with the relay's certificate: bodies over
+/// `limit` get its own 413 page (no ErrorResponse); the rest go on to the relay.
+#[derive(Clone)]
+struct LimitingProxy {
+    relay: Arc<mprelay::net::HttpClient>,
+    limit: usize,
+    refused: Arc<AtomicU64>,
+}
+
+impl server::Handler for LimitingProxy {
+    async fn call(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        _peer: Arc<server::Peer>,
+    ) -> http::Response<http_body_util::Full<Bytes>> {
+        use http_body_util::BodyExt;
+        let path = req.uri().path().to_string();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        if body.len() > self.limit {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return http::Response::builder()
+                .status(413)
+                .header("content-type", "text/html")
+                .body("<html><h1>413 Request Entity Too Large</h1></html>".into())
+                .unwrap();
+        }
+        let r = self.relay.post(&path, body).await.unwrap();
+        let mut resp = http::Response::new(http_body_util::Full::new(r.body));
+        *resp.status_mut() = r.status;
+        *resp.headers_mut() = r.headers;
+        resp
+    }
+}
+
+/// Behind a proxy whose body limit is below the agent's budget, a big report gets the proxy's
+/// plain 413 page: the agent shortens the report and sends it again, and the reports queued
+/// after it are delivered too, instead of all waiting behind it for good.
+#[tokio::test]
+async fn a_proxy_s_own_413_gets_the_report_shortened_not_retried_forever() {
+    let sys = TestSystem::start().await;
+    let paths = &sys.lb.paths;
+    let tls = mprelay::pki::server_config(
+        mprelay::pki::load_certs(&paths.relay_cert()).unwrap(),
+        mprelay::pki::load_private_key(&paths.relay_key()).unwrap(),
+        mprelay::pki::ClientAuth::None,
+    )
+    .unwrap();
+    let proxy = LimitingProxy {
+        relay: Arc::new(sys.agent_client(HttpVersion::Http1)),
+        limit: 64 * 1024,
+        refused: Default::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = server::spawn(
+        listener,
+        Arc::new(tls),
+        server::Limits::default(),
+        proxy.clone(),
+        "proxy",
+    )
+    .unwrap();
+
+    let mut opts = sys
+        .lb
+        .agent_options(sys.relay(), &sys.dir.path().join("agents").join("proxied"))
+        .unwrap();
+    opts.relay_url = format!("https://127.0.0.1:{}", server.addr.port());
+    let agent = mprelay::agent::Agent::open(opts).await.unwrap();
+    let big = agent.queue_report(report_with_long_values(35)).unwrap();
+    let small = agent
+        .queue_report(mprelay::sample::report_with_settings(35, 4))
+        .unwrap();
+    let out = agent.flush().await.unwrap();
+    assert_eq!((out.accepted, out.dropped, out.remaining), (2, 0, 0));
+    assert!(proxy.refused.load(Ordering::SeqCst) >= 1);
+    sys.wait_for_reports(2).await;
+    for id in [big, small] {
+        let settings = sys.store.report_settings(&id.to_string()).await.unwrap();
+        assert_eq!(settings.len(), 35);
+    }
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -225,7 +310,7 @@ async fn a_resend_is_200_with_the_same_receipt_and_no_duplicate_row() {
             .spool
             .stats()
             .acked_through
-            .load(std::sync::atomic::Ordering::SeqCst)
+            .load(Ordering::SeqCst)
             >= 2
     })
     .await
@@ -240,13 +325,7 @@ async fn a_resend_is_200_with_the_same_receipt_and_no_duplicate_row() {
     assert_eq!(late.status, 200);
     assert_eq!(SubmissionReceipt::decode(late.body.as_ref()).unwrap(), r1);
     assert_eq!(sys.store.counts().await.unwrap().reports, 1);
-    assert_eq!(
-        sys.relay()
-            .metrics()
-            .duplicates
-            .load(std::sync::atomic::Ordering::SeqCst),
-        2
-    );
+    assert_eq!(sys.relay().metrics().duplicates.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
@@ -376,7 +455,7 @@ async fn an_agent_keeps_its_queue_across_restarts_while_the_relay_is_down() {
 
 #[tokio::test]
 async fn failed_writes_are_retried_without_losing_or_doubling_a_report() {
-    use std::sync::atomic::Ordering;
+    use Ordering;
 
     use sqlx::Connection;
 
