@@ -455,8 +455,6 @@ async fn an_agent_keeps_its_queue_across_restarts_while_the_relay_is_down() {
 
 #[tokio::test]
 async fn failed_writes_are_retried_without_losing_or_doubling_a_report() {
-    use Ordering;
-
     use sqlx::Connection;
 
     let mut sys = TestSystem::relay_only(|_| {}).await;
