@@ -5,7 +5,7 @@
 //! as text, with nothing of it run.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
-//! `chromium-driver`; `.ci/run` installs them). Set `UPDATE_SCREENSHOT=1` to rewrite
+//! `chromium-driver`; `./test` installs them). Set `UPDATE_SCREENSHOT=1` to rewrite
 //! `docs/console-overview.png` from the demo load.
 
 use std::path::Path;
@@ -44,7 +44,7 @@ impl Driver {
         assert!(
             Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists(),
             "the browser tests need {CHROMIUM} and {CHROMEDRIVER}: \
-             apt-get install chromium chromium-driver (as .ci/run does)"
+             apt-get install chromium chromium-driver (as ./test does)"
         );
         let mut process = Command::new(CHROMEDRIVER)
             .arg("--port=0")
@@ -55,7 +55,7 @@ impl Driver {
             .unwrap_or_else(|e| {
                 panic!(
                     "cannot start {CHROMEDRIVER} ({e}): install Debian's chromium and \
-                     chromium-driver (.ci/run does)"
+                     chromium-driver (./test does)"
                 )
             });
         let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
