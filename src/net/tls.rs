@@ -14,6 +14,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls::server::UnbufferedServerConnection;
@@ -22,6 +23,7 @@ use rustls::unbuffered::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 /// Room made for one read from the socket: a whole TLS record and its header.
 const READ_ROOM: usize = 17 * 1024;
@@ -32,6 +34,11 @@ const MAX_INCOMING: usize = 0xffff + READ_ROOM;
 const MAX_WRITE: usize = 256 * 1024;
 /// Below this, the slices of a vectored write are gathered into one record.
 const GATHER: usize = 4096;
+/// The lingering close (see [`TlsServerStream::poll_linger`]): the longest it lasts, the longest
+/// it waits for the peer's next bytes, and the most bytes it throws away.
+const LINGER_TIME: Duration = Duration::from_secs(10);
+const LINGER_IDLE: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 16 * 1024 * 1024;
 
 /// A TLS connection accepted by a listener.
 pub struct TlsServerStream {
@@ -48,8 +55,19 @@ pub struct TlsServerStream {
     /// The peer closed its side (close_notify, or the socket's end).
     read_eof: bool,
     close_sent: bool,
+    /// Our end of the socket is shut for writing (FIN sent).
+    fin_sent: bool,
     /// rustls reported an error: the connection is unusable.
     failed: bool,
+    /// The lingering close under way; on the heap, since few connections ever need one.
+    linger: Option<Box<Linger>>,
+}
+
+/// A lingering close: until when, and how much was thrown away.
+struct Linger {
+    idle: Pin<Box<Sleep>>,
+    end: Instant,
+    discarded: usize,
 }
 
 /// What the caller of [`TlsServerStream::process`] wants from rustls.
@@ -94,7 +112,9 @@ impl TlsServerStream {
             out_pos: 0,
             read_eof: false,
             close_sent: false,
+            fin_sent: false,
             failed: false,
+            linger: None,
         };
         match poll_fn(|cx| s.poll_handshake(cx)).await {
             Ok(()) => Ok(s),
@@ -297,6 +317,54 @@ impl TlsServerStream {
         Poll::Ready(Ok(()))
     }
 
+    /// After our close_notify and FIN: reads and throws away what the peer still sends, until it
+    /// closes too, or goes quiet, or the time or byte bound is reached. A socket closed with
+    /// received bytes unread answers them with a reset, and a client still sending a body that
+    /// was refused from its head (413) would get "connection reset" instead of the answer waiting
+    /// in its receive buffer. nginx's lingering close does the same. The bytes are not
+    /// decrypted: nothing after our close_notify is read as data.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.read_eof || self.failed {
+            return Poll::Ready(());
+        }
+        let l = self.linger.get_or_insert_with(|| {
+            Box::new(Linger {
+                idle: Box::pin(tokio::time::sleep(LINGER_IDLE)),
+                end: Instant::now() + LINGER_TIME,
+                discarded: 0,
+            })
+        });
+        self.incoming = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.tcp.try_read(&mut buf) {
+                Ok(0) => {
+                    self.read_eof = true;
+                    return Poll::Ready(());
+                }
+                Ok(n) => {
+                    l.discarded += n;
+                    if l.discarded > LINGER_BYTES {
+                        return Poll::Ready(());
+                    }
+                    let next = (Instant::now() + LINGER_IDLE).min(l.end);
+                    l.idle.as_mut().reset(next);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if l.idle.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(());
+                    }
+                    match self.tcp.poll_read_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(_)) => return Poll::Ready(()),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Err(_) => return Poll::Ready(()),
+            }
+        }
+    }
+
     /// Encrypts `data` into `outgoing`.
     fn encrypt(&mut self, data: &[u8]) -> io::Result<()> {
         self.process(Want::Write(data), None).map(drop)
@@ -429,7 +497,12 @@ impl AsyncWrite for TlsServerStream {
             let _ = this.process(Want::Close, None);
         }
         ready!(this.poll_flush_out(cx))?;
-        Pin::new(&mut this.tcp).poll_shutdown(cx)
+        if !this.fin_sent {
+            ready!(Pin::new(&mut this.tcp).poll_shutdown(cx))?;
+            this.fin_sent = true;
+        }
+        ready!(this.poll_linger(cx));
+        Poll::Ready(Ok(()))
     }
 }
 

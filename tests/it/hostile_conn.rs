@@ -27,7 +27,7 @@ type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
 /// A TLS connection to `addr` trusting the site CA, offering `alpn`, with an optional client
 /// certificate.
-async fn tls(
+pub(crate) async fn tls(
     addr: SocketAddr,
     ca: &Path,
     alpn: &[&[u8]],
@@ -62,7 +62,7 @@ async fn honest_client_is_served(sys: &TestSystem) {
 }
 
 /// Reads one HTTP/1.1 response (head and `Content-Length` body).
-async fn read_h1_response<S: AsyncRead + Unpin>(s: &mut S) -> Option<(u16, Vec<u8>)> {
+pub(crate) async fn read_h1_response<S: AsyncRead + Unpin>(s: &mut S) -> Option<(u16, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -92,7 +92,7 @@ async fn read_h1_response<S: AsyncRead + Unpin>(s: &mut S) -> Option<(u16, Vec<u
     Some((status, buf[head_end..head_end + len].to_vec()))
 }
 
-fn error_code(body: &[u8]) -> String {
+pub(crate) fn error_code(body: &[u8]) -> String {
     ErrorResponse::decode(body)
         .map(|e| e.code)
         .unwrap_or_default()

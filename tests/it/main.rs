@@ -13,6 +13,7 @@ mod compliance;
 mod compliance_cli;
 mod console;
 mod crash;
+mod edges;
 mod error_table;
 mod hostile;
 mod hostile_conn;
