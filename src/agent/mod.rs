@@ -2,6 +2,9 @@
 //! every submission durably, seals and signs it at each send, and acts on the relay's answer as
 //! the error table says (see [`crate::wire::agent_action`]): drop, re-enroll and resend, stop,
 //! or retry after `Retry-After` with jitter. Nothing leaves the queue before a 202 or 200.
+//! An answer without an error code (from a proxy or firewall in the way, not the relay) that
+//! refuses one submission sets only that one aside for the round; after [`MAX_REFUSALS`] of them
+//! it is moved to `dropped/` with the reason.
 
 pub mod eval;
 pub mod queue;
@@ -27,7 +30,7 @@ use crate::clock;
 use crate::envelope::{self, DeviceKey, DeviceSigner};
 use crate::fsutil::write_private_atomic;
 use crate::ids::{DeviceId, KeyEpoch, MessageId};
-use crate::net::{ClientError, HttpClient};
+use crate::net::{ClientError, ClientResponse, HttpClient};
 use crate::proto::{
     ComplianceReport, EnrollRequest, EnrollResponse, ErrorResponse, PolicyRequest, PolicyResponse,
     Submission, SubmissionReceipt, TermsAcceptance, submission::Body,
@@ -176,6 +179,9 @@ pub struct FlushOutcome {
     pub duplicates: usize,
     /// Refused for good and moved to `dropped/`.
     pub dropped: usize,
+    /// Refused without an error code (by something between agent and relay) and kept for the
+    /// next round; counted in `remaining` too.
+    pub refused: usize,
     /// Still queued.
     pub remaining: usize,
     /// Set when the relay asked to come back later (or could not be reached).
@@ -186,6 +192,11 @@ pub struct FlushOutcome {
 /// signature, the envelope's ids, public key, nonce and tag, and their field headers (266
 /// bytes for a report of 1,000,000 bytes; checked by a test).
 const SEALING_OVERHEAD: usize = 512;
+
+/// Answers without an error code that refuse one submission (a proxy's or firewall's 400 or 403)
+/// before it is moved to `dropped/`: a refusal that may be passing is retried, one that is not
+/// does not hold up the queue forever.
+pub const MAX_REFUSALS: u32 = 5;
 
 const STATE_FILE: &str = "agent-state.json";
 const STATE_FORMAT: u32 = 1;
@@ -380,20 +391,26 @@ impl Agent {
                 Ok(Sent::Accepted) => out.accepted += 1,
                 Ok(Sent::Duplicate) => out.duplicates += 1,
                 Ok(Sent::Dropped) => out.dropped += 1,
+                Ok(Sent::Refused { retry_after }) => {
+                    out.refused += 1;
+                    out.retry_after =
+                        Some(out.retry_after.map_or(retry_after, |r| r.min(retry_after)));
+                }
                 Err(AgentError::RetryLater { retry_after, .. }) => {
                     out.retry_after = Some(retry_after);
-                    out.remaining = total - i;
+                    out.remaining = total - i + out.refused;
                     return Ok(out);
                 }
                 Err(AgentError::Transport(e)) => {
                     warn!(error = %e, "relay unreachable; keeping the queue");
                     out.retry_after = Some(Duration::from_secs(5));
-                    out.remaining = total - i;
+                    out.remaining = total - i + out.refused;
                     return Ok(out);
                 }
                 Err(e) => return Err(e),
             }
         }
+        out.remaining = out.refused;
         Ok(out)
     }
 
@@ -407,6 +424,7 @@ impl Agent {
             total.accepted += o.accepted;
             total.duplicates += o.duplicates;
             total.dropped += o.dropped;
+            total.refused = o.refused;
             total.remaining = o.remaining;
             total.retry_after = o.retry_after;
             let Some(wait) = o.retry_after else {
@@ -456,6 +474,9 @@ impl Agent {
             } else {
                 err.code.clone()
             };
+            if err.code.is_empty() && refused_in_the_way(resp.status.as_u16()) {
+                return self.refused(item, &resp);
+            }
             let action = agent_action(&code);
             let shorter = match action {
                 // A relay whose body limit is below the agent's budget: half the size sent.
@@ -505,6 +526,33 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// One more refusal without an error code for `item`: kept for the next round, or dropped once
+    /// it had [`MAX_REFUSALS`].
+    fn refused(&self, item: &Queued, resp: &ClientResponse) -> Result<Sent, AgentError> {
+        let io = |source| AgentError::Io {
+            path: item.path.clone(),
+            source,
+        };
+        let n = self.queue.note_refusal(item).map_err(io)?;
+        let status = resp.status.as_u16();
+        let said = answer_text(&resp.body);
+        if n >= MAX_REFUSALS {
+            let reason = format!(
+                "refused {n} times without an error code (not by the relay: a proxy or firewall \
+                 in the way?), last with HTTP {status}: {said}"
+            );
+            warn!(message_id = %item.message_id, status, refusals = n, answer = %said,
+                "submission refused without an error code too often; dropping it");
+            self.queue.drop_entry(&item.path, &reason).map_err(io)?;
+            return Ok(Sent::Dropped);
+        }
+        warn!(message_id = %item.message_id, status, refusals = n, answer = %said,
+            "submission refused without an error code; sending the others, retrying it later");
+        Ok(Sent::Refused {
+            retry_after: resp.retry_after().unwrap_or(Duration::from_secs(5)),
+        })
     }
 
     /// Asks the relay for the current policy (a sealed request). `None` when unchanged.
@@ -566,6 +614,29 @@ enum Sent {
     Accepted,
     Duplicate,
     Dropped,
+    /// Refused without an error code; kept for the next round.
+    Refused {
+        retry_after: Duration,
+    },
+}
+
+/// Whether an answer without an error code refuses this one request, rather than saying the
+/// relay is out of reach or busy (5xx, 408, 429: every request would fare the same) or that the
+/// report is too large (413: shortened instead).
+fn refused_in_the_way(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 408 | 413 | 429)
+}
+
+/// The start of an answer's body, as one line of text for a log or a reason file.
+fn answer_text(body: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(&body[..body.len().min(200)])
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match text.trim() {
+        "" => "(empty answer)".into(),
+        t => t.into(),
+    }
 }
 
 async fn enroll_with(

@@ -98,10 +98,22 @@ impl Queue {
 
     /// Removes a submission the relay accepted.
     pub fn remove(&self, q: &Queued) -> io::Result<()> {
-        match fs::remove_file(&q.path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        remove_if_there(&refusals_path(&q.path))?;
+        remove_if_there(&q.path)
+    }
+
+    /// Counts one more refusal of `q` without an error code, durably (beside it, in
+    /// `<name>.refusals`), and returns how many it had so far.
+    pub fn note_refusal(&self, q: &Queued) -> io::Result<u32> {
+        let path = refusals_path(&q.path);
+        let before = match fs::read_to_string(&path) {
+            Ok(s) => s.trim().parse::<u32>().unwrap_or(0),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        let n = before.saturating_add(1);
+        write_private_atomic(&path, format!("{n}\n").as_bytes())?;
+        Ok(n)
     }
 
     /// Moves a submission the relay refused for good into `dropped/`, with the reason beside it.
@@ -111,6 +123,7 @@ impl Queue {
         };
         let target = self.dir.join("dropped").join(name);
         fs::write(target.with_extension("reason"), format!("{reason}\n"))?;
+        remove_if_there(&refusals_path(path))?;
         match fs::rename(path, &target) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -123,6 +136,18 @@ impl Queue {
             .filter_map(Result::ok)
             .filter(|e| e.file_name().to_string_lossy().ends_with(".sub"))
             .count())
+    }
+}
+
+/// Where the refusals of the submission at `path` are counted.
+fn refusals_path(path: &Path) -> PathBuf {
+    path.with_extension("refusals")
+}
+
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -160,5 +185,28 @@ mod tests {
         assert_eq!(l.len(), 2);
         assert!(l[0].path.to_string_lossy().contains("0000000000000002-"));
         assert_eq!(q.dropped().unwrap(), 2);
+    }
+
+    #[test]
+    fn refusals_are_counted_per_entry_and_go_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), 100).unwrap();
+        q.push(1, MessageId::new(), b"refused").unwrap();
+        q.push(2, MessageId::new(), b"other").unwrap();
+        let l = q.list().unwrap();
+        assert_eq!(q.note_refusal(&l[0]).unwrap(), 1);
+        assert_eq!(q.note_refusal(&l[0]).unwrap(), 2);
+        assert_eq!(q.note_refusal(&l[1]).unwrap(), 1);
+        // A restart keeps the counts, and the count files are not queued submissions.
+        let q = Queue::open(dir.path(), 100).unwrap();
+        assert_eq!(q.len().unwrap(), 2);
+        assert_eq!(q.note_refusal(&l[0]).unwrap(), 3);
+        q.drop_entry(&l[0].path, "refused").unwrap();
+        q.remove(&l[1]).unwrap();
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["dropped"]);
     }
 }

@@ -3,10 +3,13 @@
 //! reset), and a report that something between agent and relay refuses without an error code
 //! must not hold up the agent's queue forever.
 
+use mprelay::agent::MAX_REFUSALS;
+use mprelay::sample;
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::TestSystem;
+use crate::helpers::{RefusingProxy, TestSystem};
 use crate::hostile_conn::{error_code, read_h1_response, tls};
+use crate::intake::report_with_long_values;
 
 /// The relay answers 413 from the request head, then closes. Closing with the rest of the body
 /// unread makes the kernel reset the connection, and the client, still writing, gets "connection
@@ -50,4 +53,90 @@ async fn a_client_that_writes_a_whole_oversized_body_first_reads_the_413() {
     );
     assert_eq!(sys.spooled(), before, "nothing was spooled");
     assert_eq!(sys.relay().metrics().rejected("too_large"), 20);
+}
+
+/// A proxy in the way refuses one report with its own 403 page, no error code, every time: the
+/// reports behind it are delivered in the same round, and after a bounded number of tries the
+/// refused one is moved to `dropped/` with the proxy's answer as the reason.
+#[tokio::test]
+async fn a_report_a_proxy_refuses_without_a_code_is_dropped_in_the_end_and_holds_up_nothing() {
+    let sys = TestSystem::start().await;
+    let proxy = RefusingProxy::start(&sys, 64 * 1024, 403).await;
+    let agent = proxy.agent(&sys, "behind-a-waf").await;
+    let refused = agent.queue_report(report_with_long_values(35)).unwrap();
+    for seed in 0..3 {
+        agent
+            .queue_report(sample::report_with_settings(35, seed))
+            .unwrap();
+    }
+    let queued = agent.queue().list().unwrap();
+    assert_eq!(
+        queued[0].message_id, refused,
+        "the refused report is first in line"
+    );
+
+    let first = agent.flush().await.unwrap();
+    assert_eq!(
+        (
+            first.accepted,
+            first.refused,
+            first.dropped,
+            first.remaining
+        ),
+        (3, 1, 0, 1),
+        "{first:?}"
+    );
+    assert!(first.retry_after.is_some(), "the agent comes back for it");
+    sys.wait_for_reports(3).await;
+
+    for round in 2..=MAX_REFUSALS {
+        let o = agent.flush().await.unwrap();
+        let want = if round < MAX_REFUSALS {
+            (0, 1, 0, 1)
+        } else {
+            (0, 0, 1, 0)
+        };
+        assert_eq!(
+            (o.accepted, o.refused, o.dropped, o.remaining),
+            want,
+            "round {round}: {o:?}"
+        );
+    }
+    assert_eq!(proxy.refused(), u64::from(MAX_REFUSALS));
+    assert!(agent.queue().is_empty().unwrap());
+    assert_eq!(agent.queue().dropped().unwrap(), 1);
+    let dropped = agent.queue().dir().join("dropped");
+    let reason_file = std::fs::read_dir(&dropped)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "reason"))
+        .expect("a reason beside the dropped report");
+    assert!(
+        reason_file.to_string_lossy().contains(&refused.to_string()),
+        "{reason_file:?} is the refused report's"
+    );
+    let reason = std::fs::read_to_string(&reason_file).unwrap();
+    assert!(
+        reason.contains(&format!(
+            "refused {MAX_REFUSALS} times without an error code"
+        )) && reason.contains("HTTP 403")
+            && reason.contains("403 refused by the proxy"),
+        "reason: {reason}"
+    );
+    // Nothing else was left behind beside the queue.
+    let left: Vec<_> = std::fs::read_dir(agent.queue().dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "dropped")
+        .collect();
+    assert!(left.is_empty(), "left in the queue directory: {left:?}");
+    assert!(
+        sys.store
+            .report(&refused.to_string())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(sys.store.counts().await.unwrap().reports, 3);
+    proxy.shutdown().await;
 }

@@ -278,3 +278,90 @@ pub fn code(resp: &ClientResponse) -> String {
 pub fn tmp_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+/// A TLS-terminating proxy in front of the relay, with the relay's certificate: bodies over
+/// `limit` get its own page with status `status` (no ErrorResponse); the rest go on to the relay.
+pub struct RefusingProxy {
+    handler: ProxyHandler,
+    server: mprelay::net::ServerHandle,
+}
+
+#[derive(Clone)]
+struct ProxyHandler {
+    relay: Arc<HttpClient>,
+    limit: usize,
+    status: u16,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RefusingProxy {
+    pub async fn start(sys: &TestSystem, limit: usize, status: u16) -> Self {
+        let paths = &sys.lb.paths;
+        let tls = pki::server_config(
+            pki::load_certs(&paths.relay_cert()).unwrap(),
+            pki::load_private_key(&paths.relay_key()).unwrap(),
+            pki::ClientAuth::None,
+        )
+        .unwrap();
+        let handler = ProxyHandler {
+            relay: Arc::new(sys.agent_client(HttpVersion::Http1)),
+            limit,
+            status,
+            refused: Default::default(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = mprelay::net::server::spawn(
+            listener,
+            Arc::new(tls),
+            mprelay::net::Limits::default(),
+            handler.clone(),
+            "proxy",
+        )
+        .unwrap();
+        Self { handler, server }
+    }
+
+    /// An agent enrolled through the proxy, keeping its state under `name`.
+    pub async fn agent(&self, sys: &TestSystem, name: &str) -> Agent {
+        let mut opts = sys
+            .lb
+            .agent_options(sys.relay(), &sys.dir.path().join("agents").join(name))
+            .unwrap();
+        opts.relay_url = format!("https://127.0.0.1:{}", self.server.addr.port());
+        Agent::open(opts).await.unwrap()
+    }
+
+    /// Requests the proxy refused so far.
+    pub fn refused(&self) -> u64 {
+        self.handler.refused.load(Ordering::SeqCst)
+    }
+
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}
+
+impl mprelay::net::Handler for ProxyHandler {
+    async fn call(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        _peer: Arc<mprelay::net::Peer>,
+    ) -> http::Response<http_body_util::Full<Bytes>> {
+        use http_body_util::BodyExt;
+        let path = req.uri().path().to_string();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        if body.len() > self.limit {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return http::Response::builder()
+                .status(self.status)
+                .header("content-type", "text/html")
+                .body(format!("<html><h1>{} refused by the proxy</h1></html>", self.status).into())
+                .unwrap();
+        }
+        let r = self.relay.post(&path, body).await.unwrap();
+        let mut resp = http::Response::new(http_body_util::Full::new(r.body));
+        *resp.status_mut() = r.status;
+        *resp.headers_mut() = r.headers;
+        resp
+    }
+}

@@ -1,19 +1,18 @@
 //! The intake path end to end: agent → relay → spool → site server → site database.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use mprelay::envelope;
-use mprelay::net::{HttpVersion, server};
+use mprelay::net::HttpVersion;
 use mprelay::proto::SubmissionReceipt;
 use prost::Message;
 
-use crate::helpers::{RawDevice, TestSystem, describe};
+use crate::helpers::{RawDevice, RefusingProxy, TestSystem, describe};
 
 /// A report of `settings` settings whose observed values before and after are 4 KiB each.
-fn report_with_long_values(settings: usize) -> mprelay::proto::ComplianceReport {
+pub(crate) fn report_with_long_values(settings: usize) -> mprelay::proto::ComplianceReport {
     let mut report = mprelay::sample::report_with_settings(settings, 3);
     for s in report
         .configuration_items
@@ -98,87 +97,27 @@ async fn an_agent_fits_its_reports_under_the_limit_its_relay_states() {
     assert_eq!(settings.len(), 35);
 }
 
-/// A TLS-terminating proxy in front of the relay, with the relay's certificate: bodies over
-/// `limit` get its own 413 page (no ErrorResponse); the rest go on to the relay.
-#[derive(Clone)]
-struct LimitingProxy {
-    relay: Arc<mprelay::net::HttpClient>,
-    limit: usize,
-    refused: Arc<AtomicU64>,
-}
-
-impl server::Handler for LimitingProxy {
-    async fn call(
-        &self,
-        req: http::Request<hyper::body::Incoming>,
-        _peer: Arc<server::Peer>,
-    ) -> http::Response<http_body_util::Full<Bytes>> {
-        use http_body_util::BodyExt;
-        let path = req.uri().path().to_string();
-        let body = req.into_body().collect().await.unwrap().to_bytes();
-        if body.len() > self.limit {
-            self.refused.fetch_add(1, Ordering::SeqCst);
-            return http::Response::builder()
-                .status(413)
-                .header("content-type", "text/html")
-                .body("<html><h1>413 Request Entity Too Large</h1></html>".into())
-                .unwrap();
-        }
-        let r = self.relay.post(&path, body).await.unwrap();
-        let mut resp = http::Response::new(http_body_util::Full::new(r.body));
-        *resp.status_mut() = r.status;
-        *resp.headers_mut() = r.headers;
-        resp
-    }
-}
-
 /// Behind a proxy whose body limit is below the agent's budget, a big report gets the proxy's
 /// plain 413 page: the agent shortens the report and sends it again, and the reports queued
 /// after it are delivered too, instead of all waiting behind it for good.
 #[tokio::test]
 async fn a_proxy_s_own_413_gets_the_report_shortened_not_retried_forever() {
     let sys = TestSystem::start().await;
-    let paths = &sys.lb.paths;
-    let tls = mprelay::pki::server_config(
-        mprelay::pki::load_certs(&paths.relay_cert()).unwrap(),
-        mprelay::pki::load_private_key(&paths.relay_key()).unwrap(),
-        mprelay::pki::ClientAuth::None,
-    )
-    .unwrap();
-    let proxy = LimitingProxy {
-        relay: Arc::new(sys.agent_client(HttpVersion::Http1)),
-        limit: 64 * 1024,
-        refused: Default::default(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = server::spawn(
-        listener,
-        Arc::new(tls),
-        server::Limits::default(),
-        proxy.clone(),
-        "proxy",
-    )
-    .unwrap();
-
-    let mut opts = sys
-        .lb
-        .agent_options(sys.relay(), &sys.dir.path().join("agents").join("proxied"))
-        .unwrap();
-    opts.relay_url = format!("https://127.0.0.1:{}", server.addr.port());
-    let agent = mprelay::agent::Agent::open(opts).await.unwrap();
+    let proxy = RefusingProxy::start(&sys, 64 * 1024, 413).await;
+    let agent = proxy.agent(&sys, "proxied").await;
     let big = agent.queue_report(report_with_long_values(35)).unwrap();
     let small = agent
         .queue_report(mprelay::sample::report_with_settings(35, 4))
         .unwrap();
     let out = agent.flush().await.unwrap();
     assert_eq!((out.accepted, out.dropped, out.remaining), (2, 0, 0));
-    assert!(proxy.refused.load(Ordering::SeqCst) >= 1);
+    assert!(proxy.refused() >= 1);
     sys.wait_for_reports(2).await;
     for id in [big, small] {
         let settings = sys.store.report_settings(&id.to_string()).await.unwrap();
         assert_eq!(settings.len(), 35);
     }
-    server.shutdown().await;
+    proxy.shutdown().await;
 }
 
 #[tokio::test]
