@@ -39,8 +39,8 @@ enum Command {
     /// Make and manage the site's certificates and secrets.
     #[command(subcommand)]
     Certs(CertsCmd),
-    /// Run a relay (management point).
-    Relay(ConfigArg),
+    /// Run a relay (management point), or make a running one reload (`relay reload`).
+    Relay(RelayArgs),
     /// Run a site server, or change a site setting (`site set privacy-url URL`).
     Site(SiteArgs),
     /// Device agent commands.
@@ -93,6 +93,23 @@ struct SiteArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct RelayArgs {
+    #[command(subcommand)]
+    cmd: Option<RelayCmd>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(Debug, Subcommand)]
+enum RelayCmd {
+    /// Make the relay running with this configuration re-read its certificates, CAs, CRLs and
+    /// secrets (as SIGHUP does), after checking that they load. Queued data and open
+    /// connections stay.
+    Reload(ConfigArg),
+}
+
+#[derive(Debug, Args)]
 struct ConfigArg {
     /// The configuration file (TOML); MPRELAY_<ROLE>__… variables override it.
     #[arg(long)]
@@ -110,11 +127,12 @@ enum CertsCmd {
         #[arg(long, default_value = "localhost,127.0.0.1", value_delimiter = ',')]
         hosts: Vec<String>,
     },
-    /// Issue a client certificate: for an agent (agent CA) or another site server (site CA).
+    /// Issue a certificate: a client one for an agent (agent CA) or another site server (site
+    /// CA), or a relay's server certificate (site CA; to renew one, or for another relay).
     Issue {
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
-        /// "agent" or "site".
+        /// "agent", "site" or "relay".
         #[arg(long)]
         role: String,
         #[arg(long)]
@@ -122,6 +140,9 @@ enum CertsCmd {
         /// Where to write NAME.pem and NAME.key (default: --dir).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// For --role relay: the names and addresses the certificate is valid for.
+        #[arg(long, default_value = "localhost,127.0.0.1", value_delimiter = ',')]
+        hosts: Vec<String>,
     },
     /// Add a new master secret epoch (the relay enrolls new devices on the newest epoch).
     NewEpoch {
@@ -303,7 +324,7 @@ fn chain(e: &anyhow::Error) -> String {
 fn init_logging(cli: &Cli) {
     let server = matches!(
         cli.command,
-        Command::Relay(_) | Command::Site(SiteArgs { cmd: None, .. })
+        Command::Relay(RelayArgs { cmd: None, .. }) | Command::Site(SiteArgs { cmd: None, .. })
     );
     let default = if server { "info" } else { "warn" };
     let filter = cli
@@ -326,7 +347,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Demo(a) => demo(a).await,
         Command::Certs(c) => certs(c),
-        Command::Relay(c) => relay(c).await,
+        Command::Relay(RelayArgs {
+            cmd: Some(RelayCmd::Reload(c)),
+            ..
+        }) => relay_reload(c),
+        Command::Relay(RelayArgs { cmd: None, config }) => relay(config).await,
         Command::Site(SiteArgs { cmd: Some(c), .. }) => terms::site(c).await,
         Command::Site(SiteArgs { cmd: None, config }) => site(config).await,
         Command::Agent(c) => agent(c).await,
@@ -395,13 +420,15 @@ fn certs(c: CertsCmd) -> Result<(), Failure> {
             role,
             name,
             out,
+            hosts,
         } => {
             let role = match role.as_str() {
-                "agent" => ClientRole::Agent,
-                "site" => ClientRole::Site,
+                "agent" => Some(ClientRole::Agent),
+                "site" => Some(ClientRole::Site),
+                "relay" => None,
                 other => {
                     return Err(usage(format!(
-                        "--role {other:?}: use \"agent\" or \"site\""
+                        "--role {other:?}: use \"agent\", \"site\" or \"relay\""
                     )));
                 }
             };
@@ -413,8 +440,12 @@ fn certs(c: CertsCmd) -> Result<(), Failure> {
                 return Err(usage("--name must be letters, digits, '-', '_' or '.'"));
             }
             let out = out.unwrap_or_else(|| dir.clone());
-            let (cert, key) = pki::issue_client(&PkiPaths::new(&dir), role, &name, &out)
-                .map_err(|e| Failure::Other(e.into()))?;
+            let paths = PkiPaths::new(&dir);
+            let (cert, key) = match role {
+                Some(role) => pki::issue_client(&paths, role, &name, &out),
+                None => pki::issue_server(&paths, &name, &hosts, &out),
+            }
+            .map_err(|e| Failure::Other(e.into()))?;
             println!("wrote {}\nwrote {}", cert.display(), key.display());
             Ok(())
         }
@@ -475,16 +506,104 @@ async fn relay(c: ConfigArg) -> Result<(), Failure> {
     let site = tokio::net::TcpListener::bind(loaded.value.site_listen)
         .await
         .with_context(|| format!("cannot listen on site_listen {}", loaded.value.site_listen))?;
+    let pid_file = relay_pid_file(&loaded);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
     let handle = crate::relay::start(opts, agent, site)
         .await
         .context("starting the relay")?;
+    crate::fsutil::write_private_atomic(&pid_file, format!("{}\n", std::process::id()).as_bytes())
+        .with_context(|| format!("writing the pid file {}", pid_file.display()))?;
     println!(
         "relay {} listening: agents on {}, site servers on {}",
         handle.relay_id, handle.agent_addr, handle.site_addr
     );
-    shutdown_signal().await;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = hup.recv() => reload_relay(&handle, c.config.as_deref()),
+        }
+    }
     info!("shutting down");
     handle.shutdown().await;
+    if std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == std::process::id().to_string())
+    {
+        let _ = std::fs::remove_file(&pid_file);
+    }
+    Ok(())
+}
+
+/// Where a relay keeps its process id while it runs: beside its spool (`spool.db.pid`), which
+/// is its own and writable by it.
+fn relay_pid_file(loaded: &config::Loaded<RelayFile>) -> PathBuf {
+    let mut p = loaded.path(&loaded.value.spool.path).into_os_string();
+    p.push(".pid");
+    PathBuf::from(p)
+}
+
+/// SIGHUP: loads the configuration again and takes its certificates and secrets. A configuration
+/// that does not load changes nothing; the relay goes on as it was.
+fn reload_relay(handle: &crate::relay::RelayHandle, path: Option<&Path>) {
+    let loaded = match config::load::<RelayFile>(path, "relay", config::process_env()) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed; keeping the running configuration");
+            return;
+        }
+    };
+    match loaded.to_options() {
+        Ok(opts) => handle.reload(opts),
+        Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+    }
+}
+
+/// `mprelay relay reload`: checks that the configuration loads, then sends SIGHUP to the relay
+/// whose pid file it names, once sure that process is an mprelay.
+fn relay_reload(c: ConfigArg) -> Result<(), Failure> {
+    let loaded = config::load::<RelayFile>(c.config.as_deref(), "relay", config::process_env())?;
+    loaded.to_options()?;
+    let pid_file = relay_pid_file(&loaded);
+    let text = std::fs::read_to_string(&pid_file).map_err(|e| {
+        Failure::Other(anyhow::anyhow!(
+            "cannot read the pid file {} ({e}): is the relay of this configuration running?",
+            pid_file.display()
+        ))
+    })?;
+    let pid = text
+        .trim()
+        .parse::<i32>()
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| {
+            Failure::Other(anyhow::anyhow!(
+                "the pid file {} holds {:?}, not a process id",
+                pid_file.display(),
+                text.trim()
+            ))
+        })?;
+    // A stale pid file may name some other process now, which SIGHUP would end.
+    let comm =
+        std::fs::read_to_string(format!("/proc/{}/comm", pid.as_raw_nonzero())).unwrap_or_default();
+    if comm.trim() != "mprelay" {
+        return Err(Failure::Other(anyhow::anyhow!(
+            "the pid file {} names process {}, which is not a running mprelay: is the relay \
+             running?",
+            pid_file.display(),
+            pid.as_raw_nonzero()
+        )));
+    }
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).map_err(|e| {
+        Failure::Other(anyhow::anyhow!(
+            "cannot signal the relay (process {}): {e}",
+            pid.as_raw_nonzero()
+        ))
+    })?;
+    println!(
+        "asked relay process {} to reload its certificates and secrets",
+        pid.as_raw_nonzero()
+    );
     Ok(())
 }
 

@@ -96,10 +96,17 @@ pub struct ServerHandle {
     pub addr: SocketAddr,
     pub stats: Arc<ListenerStats>,
     shutdown: watch::Sender<bool>,
+    tls: watch::Sender<Arc<ServerConfig>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl ServerHandle {
+    /// Serves connections accepted from now on with `tls` (new certificates, CAs or CRLs). Open
+    /// connections keep the session they have.
+    pub fn set_tls(&self, tls: Arc<ServerConfig>) {
+        self.tls.send_replace(tls);
+    }
+
     /// Stops accepting, lets in-flight requests finish within the grace period, then returns.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -117,22 +124,24 @@ pub fn spawn<H: Handler>(
 ) -> std::io::Result<ServerHandle> {
     let addr = listener.local_addr()?;
     let (tx, rx) = watch::channel(false);
+    let (tls_tx, tls_rx) = watch::channel(tls);
     let stats = Arc::new(ListenerStats::default());
     let task = tokio::spawn(
-        accept_loop(listener, tls, limits, handler, rx, stats.clone())
+        accept_loop(listener, tls_rx, limits, handler, rx, stats.clone())
             .instrument(info_span!("listener", name, %addr)),
     );
     Ok(ServerHandle {
         addr,
         stats,
         shutdown: tx,
+        tls: tls_tx,
         task,
     })
 }
 
 async fn accept_loop<H: Handler>(
     listener: TcpListener,
-    tls: Arc<ServerConfig>,
+    tls: watch::Receiver<Arc<ServerConfig>>,
     limits: Limits,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
@@ -173,7 +182,7 @@ async fn accept_loop<H: Handler>(
                     addr,
                     slot: permit,
                 },
-                tls.clone(),
+                tls.borrow().clone(),
                 limits.clone(),
                 handler.clone(),
                 shutdown.clone(),

@@ -308,12 +308,46 @@ pub fn issue_client(
     out_dir: &Path,
 ) -> Result<(PathBuf, PathBuf), PkiError> {
     let (ca_key_path, ca_name) = paths.issuer_files(role);
-    let ca_key = load_key_pair(&ca_key_path)?;
+    issue_leaf(
+        &ca_key_path,
+        ca_name,
+        name,
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        out_dir,
+    )
+}
+
+/// Issues a server certificate from the site CA for `hosts` (a relay's, renewed or for another
+/// relay), written as `<name>.pem` and `<name>.key` in `out_dir`.
+pub fn issue_server(
+    paths: &PkiPaths,
+    name: &str,
+    hosts: &[String],
+    out_dir: &Path,
+) -> Result<(PathBuf, PathBuf), PkiError> {
+    issue_leaf(
+        &paths.ca_key(),
+        CA_COMMON_NAME,
+        name,
+        hosts.to_vec(),
+        ExtendedKeyUsagePurpose::ServerAuth,
+        out_dir,
+    )
+}
+
+fn issue_leaf(
+    ca_key_path: &Path,
+    ca_name: &str,
+    name: &str,
+    sans: Vec<String>,
+    eku: ExtendedKeyUsagePurpose,
+    out_dir: &Path,
+) -> Result<(PathBuf, PathBuf), PkiError> {
+    let ca_key = load_key_pair(ca_key_path)?;
     let issuer = Issuer::new(ca_params(ca_name), &ca_key);
     let key = KeyPair::generate()?;
-    let serial = random_serial();
-    let cert = leaf_params(name, vec![], ExtendedKeyUsagePurpose::ClientAuth, serial)?
-        .signed_by(&key, &issuer)?;
+    let cert = leaf_params(name, sans, eku, random_serial())?.signed_by(&key, &issuer)?;
     let cert_path = out_dir.join(format!("{name}.pem"));
     let key_path = out_dir.join(format!("{name}.key"));
     for p in [&cert_path, &key_path] {

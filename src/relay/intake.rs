@@ -54,7 +54,7 @@ pub(super) async fn enroll(st: &RelayState, req: Request<Incoming>, peer: &Peer)
     let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
     let ok: bool = digest(&er.enrollment_secret)
         .as_ref()
-        .ct_eq(digest(&st.enrollment_secret).as_ref())
+        .ct_eq(digest(&st.secrets().enrollment_secret).as_ref())
         .into();
     if !ok {
         info!(peer = %peer.addr, "enrollment refused: wrong secret");
@@ -83,7 +83,8 @@ pub(super) async fn enroll(st: &RelayState, req: Request<Incoming>, peer: &Peer)
     if st.is_blocked(&device_id.hex()) {
         return Err(Refusal::DeviceBlocked);
     }
-    let (epoch, master) = st.keys.newest();
+    let secrets = st.secrets();
+    let (epoch, master) = secrets.keys.newest();
     let device_key = envelope::derive_device_key(master, &device_id, &pk);
 
     // The same enrollment repeated maps to the same record id, so it is spooled once; changed
@@ -132,7 +133,7 @@ fn enrollment_message_id(e: &DeviceEnrollment) -> MessageId {
 /// Opens and checks a sealed request through "device not blocked" and the time window: the
 /// checks common to submissions and policy requests, in DESIGN's order.
 fn open_checked(st: &RelayState, body: &[u8]) -> Result<Opened, Refusal> {
-    let opened = envelope::open_bytes(&st.keys, body)?;
+    let opened = envelope::open_bytes(&st.secrets().keys, body)?;
     check_device_and_time(st, &opened.device_id, opened.submission.created_unix_ms)?;
     Ok(opened)
 }
@@ -182,7 +183,7 @@ fn open_submission(
     st: &RelayState,
     body: &[u8],
 ) -> Result<(envelope::Verified, MessageId), Refusal> {
-    let verified = envelope::open_verified_bytes(&st.keys, body)?;
+    let verified = envelope::open_verified_bytes(&st.secrets().keys, body)?;
     if let Some(id) = fast_accept(st, &verified) {
         return Ok((verified, id));
     }

@@ -23,7 +23,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::clock::SharedClock;
 use crate::envelope::MasterKeys;
@@ -163,10 +163,16 @@ pub(crate) struct PolicyState {
     pub blocked: HashSet<String>,
 }
 
-pub(crate) struct RelayState {
-    pub relay_id: String,
+/// What a reload replaces besides the listeners' certificates.
+pub(crate) struct Secrets {
     pub keys: MasterKeys,
     pub enrollment_secret: String,
+}
+
+pub(crate) struct RelayState {
+    pub relay_id: String,
+    /// Swapped whole by a reload; a request works with the one it took.
+    secrets: RwLock<Arc<Secrets>>,
     pub spool: Spool,
     pub intake: IntakeOptions,
     pub agent_limits: Limits,
@@ -180,6 +186,14 @@ pub(crate) struct RelayState {
 }
 
 impl RelayState {
+    pub fn secrets(&self) -> Arc<Secrets> {
+        // A poisoned lock still holds a whole value: it is only ever replaced, never edited.
+        self.secrets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn is_blocked(&self, device_id: &str) -> bool {
         self.policy
             .read()
@@ -416,6 +430,7 @@ pub struct RelayHandle {
     pub agent_addr: SocketAddr,
     pub site_addr: SocketAddr,
     pub spool: Spool,
+    spool_path: std::path::PathBuf,
     state: Arc<RelayState>,
     agent: ServerHandle,
     site: ServerHandle,
@@ -433,6 +448,25 @@ impl RelayHandle {
     /// The relay's metrics in the Prometheus text format.
     pub fn render_metrics(&self) -> String {
         self.state.render_metrics()
+    }
+
+    /// Takes new certificates, CAs, CRLs, master secrets and enrollment secret from `opts`
+    /// (freshly loaded from the configuration). New connections get the new TLS settings; open
+    /// connections, requests in flight and the spool are untouched. The relay id, the spool,
+    /// the limits and the listen addresses change only with a restart.
+    pub fn reload(&self, opts: RelayOptions) {
+        if opts.relay_id != self.relay_id || opts.spool.path != self.spool_path {
+            warn!("relay_id and spool changes in the configuration take effect at the next start");
+        }
+        if let Ok(mut s) = self.state.secrets.write() {
+            *s = Arc::new(Secrets {
+                keys: opts.keys,
+                enrollment_secret: opts.enrollment_secret,
+            });
+        }
+        self.agent.set_tls(opts.agent_tls);
+        self.site.set_tls(opts.site_tls);
+        info!("reloaded certificates, CRLs and secrets");
     }
 
     /// Stops both listeners (in-flight requests finish within the grace period), then closes the
@@ -465,8 +499,10 @@ pub async fn start(
     let spool = Spool::open(opts.spool.clone()).await?;
     let state = Arc::new(RelayState {
         relay_id: opts.relay_id.clone(),
-        keys: opts.keys,
-        enrollment_secret: opts.enrollment_secret,
+        secrets: RwLock::new(Arc::new(Secrets {
+            keys: opts.keys,
+            enrollment_secret: opts.enrollment_secret,
+        })),
         spool: spool.clone(),
         enroll_limiter: PeerLimiter::new(
             opts.intake.enroll_rate_per_s,
@@ -514,6 +550,7 @@ pub async fn start(
         agent_addr: agent.addr,
         site_addr: site.addr,
         spool,
+        spool_path: opts.spool.path,
         state,
         agent,
         site,

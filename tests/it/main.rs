@@ -23,5 +23,6 @@ mod metrics;
 mod outage;
 mod retention;
 mod secrets;
+mod service;
 mod store;
 mod terms;
