@@ -180,7 +180,7 @@ pub struct FlushOutcome {
     /// Refused for good and moved to `dropped/`.
     pub dropped: usize,
     /// Refused without an error code (by something between agent and relay) and kept for the
-    /// next round; counted in `remaining` too.
+    /// next round; counted in `remaining` too, and no reason for a `retry_after`.
     pub refused: usize,
     /// Still queued.
     pub remaining: usize,
@@ -391,11 +391,10 @@ impl Agent {
                 Ok(Sent::Accepted) => out.accepted += 1,
                 Ok(Sent::Duplicate) => out.duplicates += 1,
                 Ok(Sent::Dropped) => out.dropped += 1,
-                Ok(Sent::Refused { retry_after }) => {
-                    out.refused += 1;
-                    out.retry_after =
-                        Some(out.retry_after.map_or(retry_after, |r| r.min(retry_after)));
-                }
+                // Not a reason to come back soon: it waits for the next round (the next run of
+                // `agent submit`, the next evaluation of `agent run`), so its few tries are
+                // spread out rather than spent in a minute.
+                Ok(Sent::Refused) => out.refused += 1,
                 Err(AgentError::RetryLater { retry_after, .. }) => {
                     out.retry_after = Some(retry_after);
                     out.remaining = total - i + out.refused;
@@ -549,10 +548,8 @@ impl Agent {
             return Ok(Sent::Dropped);
         }
         warn!(message_id = %item.message_id, status, refusals = n, answer = %said,
-            "submission refused without an error code; sending the others, retrying it later");
-        Ok(Sent::Refused {
-            retry_after: resp.retry_after().unwrap_or(Duration::from_secs(5)),
-        })
+            "submission refused without an error code; sending the others, retrying it next round");
+        Ok(Sent::Refused)
     }
 
     /// Asks the relay for the current policy (a sealed request). `None` when unchanged.
@@ -615,9 +612,7 @@ enum Sent {
     Duplicate,
     Dropped,
     /// Refused without an error code; kept for the next round.
-    Refused {
-        retry_after: Duration,
-    },
+    Refused,
 }
 
 /// Whether an answer without an error code refuses this one request, rather than saying the

@@ -715,8 +715,13 @@ async fn agent(c: AgentCmd) -> Result<(), Failure> {
                 out.accepted, out.duplicates, out.dropped, out.remaining
             );
             if out.remaining > 0 {
+                let why = if out.refused == out.remaining {
+                    "refused without an error code by something between agent and relay"
+                } else {
+                    "relay busy or unreachable"
+                };
                 return Err(Failure::Other(anyhow::anyhow!(
-                    "{} submissions are still queued (relay busy or unreachable); they are sent on the next run",
+                    "{} submissions are still queued ({why}); they are sent on the next run",
                     out.remaining
                 )));
             }

@@ -86,7 +86,10 @@ async fn a_report_a_proxy_refuses_without_a_code_is_dropped_in_the_end_and_holds
         (3, 1, 0, 1),
         "{first:?}"
     );
-    assert!(first.retry_after.is_some(), "the agent comes back for it");
+    assert!(
+        first.retry_after.is_none(),
+        "the refused report waits for the next round: {first:?}"
+    );
     sys.wait_for_reports(3).await;
 
     for round in 2..=MAX_REFUSALS {
