@@ -26,3 +26,4 @@ mod secrets;
 mod service;
 mod store;
 mod terms;
+mod test_command;
