@@ -458,12 +458,14 @@ impl RelayHandle {
         if opts.relay_id != self.relay_id || opts.spool.path != self.spool_path {
             warn!("relay_id and spool changes in the configuration take effect at the next start");
         }
-        if let Ok(mut s) = self.state.secrets.write() {
-            *s = Arc::new(Secrets {
-                keys: opts.keys,
-                enrollment_secret: opts.enrollment_secret,
-            });
-        }
+        *self
+            .state
+            .secrets
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(Secrets {
+            keys: opts.keys,
+            enrollment_secret: opts.enrollment_secret,
+        });
         self.agent.set_tls(opts.agent_tls);
         self.site.set_tls(opts.site_tls);
         info!("reloaded certificates, CRLs and secrets");

@@ -390,3 +390,114 @@ async fn version_names_the_release() {
         format!("mprelay {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// The agent listener's TLS with client certificates required from the agent CA, revoked by
+/// `crls`.
+fn agent_tls_requiring_certificates(
+    paths: &pki::PkiPaths,
+    crls: &[PathBuf],
+) -> std::sync::Arc<rustls::ServerConfig> {
+    std::sync::Arc::new(
+        pki::server_config(
+            pki::load_certs(&paths.relay_cert()).unwrap(),
+            pki::load_private_key(&paths.relay_key()).unwrap(),
+            pki::ClientAuth::Required {
+                roots: pki::load_certs(&paths.agent_ca_cert()).unwrap(),
+                crls: pki::load_crls(crls).unwrap(),
+            },
+        )
+        .unwrap(),
+    )
+}
+
+/// A request over a new connection with `identity`: the status, or the error that ended it.
+async fn healthz_as(
+    sys: &crate::helpers::TestSystem,
+    identity: Option<&Path>,
+) -> Result<u16, String> {
+    let id = identity.map(|cert| {
+        (
+            pki::load_certs(cert).unwrap(),
+            pki::load_private_key(&cert.with_extension("key")).unwrap(),
+        )
+    });
+    let mut s = tls(
+        sys.relay().agent_addr,
+        &sys.lb.paths.ca_cert(),
+        &[b"http/1.1"],
+        id,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    healthz_on(&mut s).await
+}
+
+async fn healthz_on<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+) -> Result<u16, String> {
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 512];
+    match tokio::io::AsyncReadExt::read(s, &mut buf).await {
+        Ok(n) if n > 12 => Ok(String::from_utf8_lossy(&buf[9..12]).parse().unwrap_or(0)),
+        Ok(_) => Err("closed".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Client certificates switched on and a certificate revoked by reloads alone: new connections
+/// are held to the new rules at once, the connection already open stays.
+#[tokio::test]
+async fn a_reload_takes_client_certificate_rules_and_a_new_crl_for_new_connections() {
+    let sys = crate::helpers::TestSystem::relay_only(|_| {}).await;
+    let paths = sys.lb.paths.clone();
+    let (cert, _) =
+        pki::issue_client(&paths, pki::ClientRole::Agent, "agent-1", sys.dir.path()).unwrap();
+    assert_eq!(healthz_as(&sys, None).await, Ok(200));
+
+    let reload = |crls: &[PathBuf]| {
+        let mut opts = sys
+            .lb
+            .relay_options("test-relay", &sys.spool_path())
+            .unwrap();
+        opts.agent_tls = agent_tls_requiring_certificates(&paths, crls);
+        sys.relay().reload(opts);
+    };
+    reload(&[]);
+    let anonymous = healthz_as(&sys, None).await;
+    assert!(
+        anonymous
+            .as_ref()
+            .is_err_and(|e| e.contains("CertificateRequired")),
+        "{anonymous:?}"
+    );
+    assert_eq!(healthz_as(&sys, Some(&cert)).await, Ok(200));
+    let mut held = tls(
+        sys.relay().agent_addr,
+        &paths.ca_cert(),
+        &[b"http/1.1"],
+        Some((
+            pki::load_certs(&cert).unwrap(),
+            pki::load_private_key(&cert.with_extension("key")).unwrap(),
+        )),
+    )
+    .await
+    .unwrap();
+    assert_eq!(healthz_on(&mut held).await, Ok(200));
+
+    let crl = pki::write_crl(&paths, &[pki::certificate_serial(&cert).unwrap()], 1).unwrap();
+    reload(&[crl]);
+    let revoked = healthz_as(&sys, Some(&cert)).await;
+    assert!(
+        revoked
+            .as_ref()
+            .is_err_and(|e| e.contains("CertificateRevoked")),
+        "{revoked:?}"
+    );
+    assert_eq!(
+        healthz_on(&mut held).await,
+        Ok(200),
+        "the open connection stays"
+    );
+}
