@@ -1,7 +1,7 @@
 //! The relay run as `examples/systemd/mprelay-relay.service` runs it: the unit's `ExecStart`
 //! and `Environment`, as an unprivileged user without new privileges (the unit's `User=` and
-//! `NoNewPrivileges=`, by `setpriv` when the tests run as root), its state in a directory of its
-//! own. A reload (`mprelay relay reload`, or the SIGHUP the unit's `ExecReload` sends) takes a
+//! `NoNewPrivileges=`, by `setpriv` when the tests run as root) and with everything but its
+//! state directory read-only (`ProtectSystem=strict`, by a mount namespace of its own). A reload (`mprelay relay reload`, or the SIGHUP the unit's `ExecReload` sends) takes a
 //! renewed certificate and a new master secret while open connections and spooled reports stay,
 //! and a configuration that does not load changes nothing.
 
@@ -28,6 +28,7 @@ struct Unit {
     exec_start: Vec<String>,
     environment: Vec<(String, String)>,
     no_new_privileges: bool,
+    protect_system_strict: bool,
     state_directory: Option<String>,
 }
 
@@ -56,6 +57,7 @@ impl Unit {
                 })
                 .collect(),
             no_new_privileges: value("NoNewPrivileges").any(|v| v == "yes"),
+            protect_system_strict: value("ProtectSystem").any(|v| v == "strict"),
             state_directory: value("StateDirectory").next().map(String::from),
         }
     }
@@ -130,12 +132,20 @@ async fn start_as_the_unit_does(ws: &Workspace, state: &Path) -> UnitRelay {
         // StateDirectory= makes the directory and gives it to the unit's user; the operator
         // gives it the configuration and keys.
         chown_tree(ws.dir.path(), UNPRIVILEGED);
-        let mut c = Command::new("setpriv");
-        c.args([
-            format!("--reuid={UNPRIVILEGED}"),
-            format!("--regid={UNPRIVILEGED}"),
-            "--clear-groups".into(),
-        ]);
+        // ProtectSystem=strict with only the StateDirectory writable: in a mount namespace of
+        // its own, the state directory made a mount of its own, then the root read-only. Each
+        // step execs the next, so the relay keeps the child's pid.
+        assert!(unit.protect_system_strict, "the unit protects the system");
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(r#"mount --bind "$0" "$0" && mount -o remount,bind,ro / && exec "$@""#)
+            .arg(state)
+            .arg("setpriv")
+            .args([
+                format!("--reuid={UNPRIVILEGED}"),
+                format!("--regid={UNPRIVILEGED}"),
+                "--clear-groups".into(),
+            ]);
         if unit.no_new_privileges {
             c.arg("--no-new-privs");
         }
@@ -245,6 +255,9 @@ async fn the_relay_runs_as_its_unit_does_and_a_reload_renews_its_certificate_and
     );
     assert!(state.join("spool.db").exists() && !ws.path("spool.db").exists());
     if is_root() {
+        let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+        let root = mounts.lines().find(|l| l.split(' ').nth(4) == Some("/"));
+        assert!(root.is_some_and(|l| l.split(' ').nth(5).is_some_and(|o| o.starts_with("ro"))));
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
         assert!(
