@@ -512,8 +512,13 @@ async fn relay(c: ConfigArg) -> Result<(), Failure> {
     let handle = crate::relay::start(opts, agent, site)
         .await
         .context("starting the relay")?;
-    crate::fsutil::write_private_atomic(&pid_file, format!("{}\n", std::process::id()).as_bytes())
-        .with_context(|| format!("writing the pid file {}", pid_file.display()))?;
+    if let Err(e) = crate::fsutil::write_private_atomic(
+        &pid_file,
+        format!("{}\n", std::process::id()).as_bytes(),
+    ) {
+        tracing::warn!(file = %pid_file.display(), error = %e,
+            "cannot write the pid file: `mprelay relay reload` will not find this relay (SIGHUP still reloads)");
+    }
     println!(
         "relay {} listening: agents on {}, site servers on {}",
         handle.relay_id, handle.agent_addr, handle.site_addr
@@ -584,12 +589,15 @@ fn relay_reload(c: ConfigArg) -> Result<(), Failure> {
             ))
         })?;
     // A stale pid file may name some other process now, which SIGHUP would end.
-    let comm =
-        std::fs::read_to_string(format!("/proc/{}/comm", pid.as_raw_nonzero())).unwrap_or_default();
-    if comm.trim() != "mprelay" {
+    let proc = |f: &str| std::fs::read(format!("/proc/{}/{f}", pid.as_raw_nonzero()));
+    let comm = proc("comm").unwrap_or_default();
+    let cmdline = proc("cmdline").unwrap_or_default();
+    let is_relay = comm.trim_ascii() == b"mprelay"
+        && cmdline.split(|b| *b == 0).skip(1).any(|a| a == b"relay");
+    if !is_relay {
         return Err(Failure::Other(anyhow::anyhow!(
-            "the pid file {} names process {}, which is not a running mprelay: is the relay \
-             running?",
+            "the pid file {} names process {}, which is not a running mprelay relay: is \
+             the relay running?",
             pid_file.display(),
             pid.as_raw_nonzero()
         )));

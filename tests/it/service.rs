@@ -514,3 +514,48 @@ async fn a_reload_takes_client_certificate_rules_and_a_new_crl_for_new_connectio
         "the open connection stays"
     );
 }
+
+/// `relay reload` signals only a running relay: without a pid file it says so, and a stale one
+/// that now names another process leaves that process alone (SIGHUP would end most).
+#[tokio::test]
+async fn relay_reload_signals_nothing_but_a_running_relay() {
+    let ws = Workspace::new().await;
+    ws.write_relay_config(&RelayConf::default());
+    let reload = || {
+        run(
+            ws.dir.path(),
+            &["relay", "reload", "--config", "relay.toml"],
+            &[],
+        )
+    };
+    let o = reload().await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("spool.db.pid") && text(&o.stderr).contains("is the relay"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let mut other = Command::new("sleep")
+        .arg("600")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    std::fs::write(
+        ws.path("spool.db.pid"),
+        format!("{}\n", other.id().unwrap()),
+    )
+    .unwrap();
+    let o = reload().await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("not a running mprelay relay"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "the other process was not signalled"
+    );
+    other.kill().await.unwrap();
+}
