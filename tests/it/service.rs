@@ -553,9 +553,12 @@ async fn relay_reload_signals_nothing_but_a_running_relay() {
         "{}",
         text(&o.stderr)
     );
-    assert!(
-        other.try_wait().unwrap().is_none(),
-        "the other process was not signalled"
-    );
+    // Had it been sent SIGHUP, that would have ended it before our SIGKILL does.
     other.kill().await.unwrap();
+    let status = other.wait().await.unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "the other process was not signalled: {status}"
+    );
 }
