@@ -713,6 +713,32 @@ pub fn jitter(d: Duration) -> Duration {
 mod tests {
     use super::*;
 
+    #[test]
+    fn only_a_refusal_of_the_one_request_sets_it_aside() {
+        for status in [400, 401, 403, 404, 405, 409, 451] {
+            assert!(refused_in_the_way(status), "{status}");
+        }
+        // Busy, out of reach, or too large: handled as such, not counted against the report.
+        for status in [408, 413, 429, 500, 502, 503, 504, 302] {
+            assert!(!refused_in_the_way(status), "{status}");
+        }
+    }
+
+    #[test]
+    fn an_answer_is_kept_as_one_short_line() {
+        let page = format!(
+            "<html>\r\n<h1>403 Forbidden</h1>\n{}</html>",
+            "x".repeat(500)
+        );
+        let line = answer_text(page.as_bytes());
+        assert!(
+            line.starts_with("<html>  <h1>403 Forbidden</h1> x"),
+            "{line}"
+        );
+        assert!(!line.contains('\n') && line.chars().count() <= 200);
+        assert_eq!(answer_text(b" \n"), "(empty answer)");
+    }
+
     /// A report of the largest budget, sealed with the largest epoch and a far-future time
     /// (the longest field headers), stays within [`SEALING_OVERHEAD`] of its own size: a report
     /// fitted under the relay's limit minus that allowance is never refused as too large.
