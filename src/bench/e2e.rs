@@ -130,7 +130,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         || a.settings == 0
         || a.pull_records == 0
     {
-        bail!("--reports, --devices, --connections, --settings and --pull-records must be at least 1");
+        bail!(
+            "--reports, --devices, --connections, --settings and --pull-records must be at least 1"
+        );
     }
     let out = measure(&a).await?;
     eprintln!(
@@ -187,11 +189,10 @@ async fn measure(a: &Args) -> anyhow::Result<Output> {
         .await
         .context("enrolling the devices")?;
     let settings = a.settings;
-    let mut sealed = tokio::task::spawn_blocking(move || {
-        harness::seal_reports_with(&devices, total, settings)
-    })
-    .await
-    .context("sealing")?;
+    let mut sealed =
+        tokio::task::spawn_blocking(move || harness::seal_reports_with(&devices, total, settings))
+            .await
+            .context("sealing")?;
     let timed = Arc::new(sealed.split_off(intake_reports));
     let alone = Arc::new(sealed);
     let send_args = intake::Args {
@@ -275,7 +276,9 @@ async fn measure(a: &Args) -> anyhow::Result<Output> {
     let missing = missing(&alone, &ceiling.accepted) + missing(&timed, &load.accepted);
     let counts = store.counts().await?;
     let want_reports = (ceiling.accepted.len() + load.accepted.len()) as u64;
-    if missing > 0 || counts.reports != want_reports || counts.settings != want_reports * settings as u64
+    if missing > 0
+        || counts.reports != want_reports
+        || counts.settings != want_reports * settings as u64
     {
         bail!(
             "{missing} accepted reports are missing from the site database, which holds {} reports \
@@ -299,9 +302,11 @@ async fn measure(a: &Args) -> anyhow::Result<Output> {
     };
     let relay_cpu = per_report(cpu0.relay, cpu1.relay);
     let site_cpu = per_report(cpu0.site, cpu1.site);
-    let db_cpu = cpu0.db.as_ref().zip(cpu1.db.as_ref()).map(|(b, e)| {
-        round(e.backends_since(b) * 1e3 / accepted.max(1) as f64, 4)
-    });
+    let db_cpu = cpu0
+        .db
+        .as_ref()
+        .zip(cpu1.db.as_ref())
+        .map(|(b, e)| round(e.backends_since(b) * 1e3 / accepted.max(1) as f64, 4));
     let db_shared = cpu0
         .db
         .as_ref()
@@ -527,7 +532,11 @@ impl DbProcesses {
             return cpu;
         };
         for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
                 continue;
             };
             let Ok(title) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
