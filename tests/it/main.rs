@@ -7,6 +7,7 @@ mod load;
 mod procs;
 
 mod bench;
+mod bench_e2e;
 mod browser;
 mod cli;
 mod compliance;
