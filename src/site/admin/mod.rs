@@ -102,11 +102,6 @@ impl AdminToken {
     }
 }
 
-/// A random token for a new site, as written by `mprelay certs init`.
-pub fn generate_token() -> String {
-    hex::encode(rand::random::<[u8; 32]>())
-}
-
 /// How to serve the admin API.
 pub struct AdminOptions {
     pub listener: TcpListener,
