@@ -6,14 +6,16 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Decode, Postgres, Row, Sqlite, Type};
 
-use super::compliance::{
+use super::{
+    BaselineSummary, CurrentRow, DeviceView, HistoryView, RelayCursor, SettingView, StoreError,
+};
+use crate::store::types::{
     BaselineOverview, CurrentView, DefinitionRecord, DefinitionSummary, NoncompliantDevice,
     SettingSummary,
 };
-use super::console::{DeviceRow, TrendSpan};
-use super::maintenance::{MaintenanceRun, MaintenanceTask, RunStatus};
-use super::terms::{TermsRecord, TermsText};
-use super::{BaselineSummary, CurrentRow, HistoryView, RelayCursor, SettingView, StoreError};
+use crate::store::types::{DeviceRow, TrendSpan};
+use crate::store::types::{MaintenanceRun, MaintenanceTask, RunStatus};
+use crate::store::types::{TermsRecord, TermsText};
 
 /// A value both backends decode the same way.
 pub(crate) trait Value:
@@ -257,6 +259,23 @@ pub(crate) fn baseline_summary_row(r: &impl Cols) -> Result<BaselineSummary, Sto
         error: r.count(5)?,
         unknown: r.count(6)?,
         not_applicable: r.count(7)?,
+    })
+}
+
+/// `device_id, hostname, os, agent_version, hardware_id, key_epoch, enrolled_ms, last_seen_ms,
+/// last_relay, blocked`.
+pub(crate) fn device_view_row(r: &impl Cols) -> Result<DeviceView, StoreError> {
+    Ok(DeviceView {
+        device_id: r.col(0)?,
+        hostname: r.col(1)?,
+        os: r.col(2)?,
+        agent_version: r.col(3)?,
+        hardware_id: r.col(4)?,
+        key_epoch: r.number(5)?,
+        enrolled_ms: r.col(6)?,
+        last_seen_ms: r.col(7)?,
+        last_relay: r.col(8)?,
+        blocked: r.col(9)?,
     })
 }
 

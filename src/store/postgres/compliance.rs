@@ -12,11 +12,11 @@ use sqlx::{AssertSqlSafe, PgConnection, Row};
 use super::PostgresStore;
 use crate::clock;
 use crate::store::StoreError;
-use crate::store::compliance::*;
 use crate::store::rows::{
     DEF_COLS, DEF_COLS_CI, baseline_overview_row, current_view_row, definition_row,
     definition_summary_row, group_noncompliant, setting_summary_row,
 };
+use crate::store::types::*;
 
 impl PostgresStore {
     pub async fn import_definitions(

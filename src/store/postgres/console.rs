@@ -3,8 +3,8 @@
 
 use super::PostgresStore;
 use crate::store::StoreError;
-use crate::store::console::{DAY_MS, DeviceRow, TrendSpan};
 use crate::store::rows::{device_row, trend_span_row};
+use crate::store::types::{DAY_MS, DeviceRow, TrendSpan};
 
 impl PostgresStore {
     pub async fn trend_spans(

@@ -8,7 +8,7 @@ use super::PostgresStore;
 use super::compliance::{bump_policy_version, lock_policy};
 use crate::clock;
 use crate::store::StoreError;
-use crate::store::maintenance::{MaintenanceRun, MaintenanceTask, RunStatus, RunTrigger};
+use crate::store::types::{MaintenanceRun, MaintenanceTask, RunStatus, RunTrigger};
 
 impl PostgresStore {
     pub async fn maintenance_task(&self, name: &str) -> Result<MaintenanceTask, StoreError> {

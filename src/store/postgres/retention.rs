@@ -24,7 +24,7 @@ use tracing::{debug, info};
 use super::PostgresStore;
 use super::partitions::{DAY_MS, PARTITIONED};
 use crate::store::StoreError;
-use crate::store::retention::{
+use crate::store::types::{
     BatchDeleted, T_HISTORY, T_MESSAGE_IDS, T_REPORTS, T_SETTINGS, TaskLock,
 };
 

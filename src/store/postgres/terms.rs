@@ -7,8 +7,9 @@ use super::PostgresStore;
 use super::compliance::{bump_policy_version, lock_policy};
 use crate::clock;
 use crate::store::StoreError;
+use crate::store::decide::plan_publish;
 use crate::store::rows::terms_row;
-use crate::store::terms::*;
+use crate::store::types::*;
 
 const TERMS_COLS: &str = "version, edition, display_name, description, title, summary, body, \
                           acceptance_statement, published_ms, edited_ms";

@@ -1,9 +1,9 @@
 //! SQLite queries for the console (see `console.rs`).
 
-use super::StoreError;
-use super::console::{DAY_MS, DeviceRow, TrendSpan};
-use super::sqlite::SqliteStore;
+use crate::store::SqliteStore;
+use crate::store::StoreError;
 use crate::store::rows::{device_row, trend_span_row};
+use crate::store::types::{DAY_MS, DeviceRow, TrendSpan};
 
 impl SqliteStore {
     pub async fn trend_spans(

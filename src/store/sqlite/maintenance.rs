@@ -3,11 +3,11 @@
 use crate::store::rows::{maintenance_run_row, maintenance_task_row, select_maintenance_runs};
 use std::collections::BTreeMap;
 
-use super::StoreError;
-use super::maintenance::{MaintenanceRun, MaintenanceTask, RunStatus, RunTrigger};
-use super::sqlite::SqliteStore;
-use super::sqlite_compliance::bump_policy_version;
+use super::compliance::bump_policy_version;
 use crate::clock;
+use crate::store::SqliteStore;
+use crate::store::StoreError;
+use crate::store::types::{MaintenanceRun, MaintenanceTask, RunStatus, RunTrigger};
 
 impl SqliteStore {
     pub async fn maintenance_task(&self, name: &str) -> Result<MaintenanceTask, StoreError> {

@@ -6,14 +6,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 
-use super::StoreError;
-use super::compliance::*;
-use super::rows::{
+use crate::clock;
+use crate::store::SqliteStore;
+use crate::store::StoreError;
+use crate::store::rows::{
     DEF_COLS, DEF_COLS_CI, baseline_overview_row, current_view_row, definition_row,
     definition_summary_row, group_noncompliant, setting_summary_row,
 };
-use super::sqlite::SqliteStore;
-use crate::clock;
+use crate::store::types::*;
 
 impl SqliteStore {
     pub async fn import_definitions(
@@ -298,7 +298,7 @@ impl SqliteStore {
         rows.iter().map(definition_summary_row).collect()
     }
 
-    pub(super) async fn compliance_overview(
+    pub(crate) async fn compliance_overview(
         &self,
         only: Option<&str>,
     ) -> Result<Vec<BaselineOverview>, StoreError> {
@@ -328,7 +328,7 @@ impl SqliteStore {
     }
 
     /// Description, members and revisions of a baseline's latest revision.
-    pub(super) async fn baseline_definition(
+    pub(crate) async fn baseline_definition(
         &self,
         baseline_id: &str,
     ) -> Result<(String, Vec<MemberView>, Vec<RevisionView>), StoreError> {
@@ -388,7 +388,7 @@ impl SqliteStore {
         Ok((description, members, revisions))
     }
 
-    pub(super) async fn setting_summaries(
+    pub(crate) async fn setting_summaries(
         &self,
         baseline_id: &str,
     ) -> Result<Vec<SettingSummary>, StoreError> {
@@ -408,7 +408,7 @@ impl SqliteStore {
         rows.iter().map(setting_summary_row).collect()
     }
 
-    pub(super) async fn current_for_device(
+    pub(crate) async fn current_for_device(
         &self,
         device_id: &str,
     ) -> Result<Vec<CurrentView>, StoreError> {
@@ -423,7 +423,7 @@ impl SqliteStore {
         rows.iter().map(current_view_row).collect()
     }
 
-    pub(super) async fn noncompliant_devices(
+    pub(crate) async fn noncompliant_devices(
         &self,
         baseline_id: &str,
     ) -> Result<Vec<NoncompliantDevice>, StoreError> {
@@ -546,7 +546,7 @@ async fn current_version(conn: &mut SqliteConnection) -> Result<u64, StoreError>
 /// Raises the policy version to the change time in milliseconds, or by one if that is not
 /// higher. Using the time means a site database made afresh still issues versions above those a
 /// relay kept from before, so relays never refuse it as older.
-pub(super) async fn bump_policy_version(
+pub(crate) async fn bump_policy_version(
     conn: &mut SqliteConnection,
     now: i64,
 ) -> Result<u64, StoreError> {

@@ -2,12 +2,13 @@
 
 use sqlx::{Row, SqliteConnection};
 
-use super::StoreError;
-use super::rows::terms_row;
-use super::sqlite::SqliteStore;
-use super::sqlite_compliance::bump_policy_version;
-use super::terms::*;
+use super::compliance::bump_policy_version;
 use crate::clock;
+use crate::store::SqliteStore;
+use crate::store::StoreError;
+use crate::store::decide::plan_publish;
+use crate::store::rows::terms_row;
+use crate::store::types::*;
 
 const TERMS_COLS: &str = "version, edition, display_name, description, title, summary, body, \
                           acceptance_statement, published_ms, edited_ms";
@@ -80,7 +81,7 @@ impl SqliteStore {
 
     /// Per user and device, the highest version accepted and when it was first accepted; and
     /// how many unblocked devices never sent an acceptance.
-    pub(super) async fn acceptance_rows(
+    pub(crate) async fn acceptance_rows(
         &self,
     ) -> Result<(Vec<AcceptanceRowView>, u64), StoreError> {
         let mut tx = self.reader.begin().await?;
