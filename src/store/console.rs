@@ -1,9 +1,9 @@
 //! Queries the site console needs beyond the compliance reports: the compliance trend from the
-//! history intervals, and a device search. (SQL in `sqlite_console.rs` and
-//! `postgres/console.rs`.)
+//! history intervals, and a device search. The SQL is the same on both backends.
 
 use super::decide::trend_from_spans;
-use super::types::*;
+use super::rows::{device_row, trend_span_row};
+use super::types::{DAY_MS, DeviceRow, TrendPoint};
 use super::{Store, StoreError};
 
 impl Store {
@@ -16,7 +16,28 @@ impl Store {
     ) -> Result<Vec<TrendPoint>, StoreError> {
         let days = days.clamp(1, 366);
         let first = end_ms - i64::from(days - 1) * DAY_MS;
-        let spans = dispatch!(self, s => s.trend_spans(first, end_ms, days).await)?;
+        // Instant i is first + i days; an interval [started, ended) covers the instants from
+        // ceil((started - first) / day) to ceil((ended - first) / day) - 1.
+        let spans = read!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT baseline_id, state, \
+                   CASE WHEN started_ms <= $1 THEN CAST(0 AS BIGINT) \
+                        ELSE (started_ms - $1 + $3 - 1) / $3 END AS first, \
+                   CASE WHEN ended_ms IS NULL OR (ended_ms - $1 + $3 - 1) / $3 - 1 > $4 THEN $4 \
+                        ELSE (ended_ms - $1 + $3 - 1) / $3 - 1 END AS last, \
+                   COUNT(*) \
+                 FROM compliance_history \
+                 WHERE started_ms <= $2 AND (ended_ms IS NULL OR ended_ms > $1) \
+                 GROUP BY 1, 2, 3, 4",
+            )
+            .bind(first)
+            .bind(end_ms)
+            .bind(DAY_MS)
+            .bind(i64::from(days) - 1)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(trend_span_row).collect::<Result<Vec<_>, _>>()
+        })?;
         Ok(trend_from_spans(first, days, &spans))
     }
 
@@ -28,7 +49,23 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<DeviceRow>, StoreError> {
         let pattern = format!("%{}%", like_escape(search));
-        dispatch!(self, s => s.search_devices(&pattern, limit).await)
+        // LOWER on both sides: SQLite's LIKE and PostgreSQL's ILIKE, written once.
+        read!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT d.device_id, d.hostname, d.os, d.last_seen_ms, \
+                   (SELECT COUNT(*) FROM current_compliance c WHERE c.device_id = d.device_id \
+                    AND c.state IN ('non_compliant', 'error')) \
+                 FROM devices d \
+                 WHERE LOWER(d.hostname) LIKE LOWER($1) ESCAPE '\\' \
+                    OR LOWER(d.device_id) LIKE LOWER($1) ESCAPE '\\' \
+                 ORDER BY d.hostname, d.device_id LIMIT $2",
+            )
+            .bind(&pattern)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(device_row).collect()
+        })
     }
 }
 

@@ -65,8 +65,46 @@ macro_rules! read {
     };
 }
 
+/// Runs `$e` on whichever backend `$self` is, with `$s` the backend's store and `$m` the module
+/// [`for_each_backend!`] compiled for that backend in the calling file.
+macro_rules! dispatch_sql {
+    ($self:ident, $s:ident, $m:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($s) => {
+                use self::on_sqlite as $m;
+                $e
+            }
+            Store::Postgres($s) => {
+                use self::on_postgres as $m;
+                $e
+            }
+        }
+    };
+}
+
+/// Compiles the functions given once per backend, as `on_sqlite` (on a `SqliteConnection`) and
+/// `on_postgres` (on a `PgConnection`), each seeing the calling file's imports and `Conn` as
+/// its connection type: SQL both dialects agree on, written once, for work inside a
+/// transaction the backend opened its own way.
+macro_rules! for_each_backend {
+    ($($item:item)*) => {
+        pub(crate) mod on_sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            type Conn = sqlx::SqliteConnection;
+            $($item)*
+        }
+        pub(crate) mod on_postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            type Conn = sqlx::PgConnection;
+            $($item)*
+        }
+    };
+}
+
 pub(crate) mod ceiling;
-mod compliance;
+pub(crate) mod compliance;
 mod console;
 pub mod decide;
 mod error;

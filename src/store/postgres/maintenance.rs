@@ -5,9 +5,10 @@ use crate::store::rows::{maintenance_run_row, maintenance_task_row, select_maint
 use std::collections::BTreeMap;
 
 use super::PostgresStore;
-use super::compliance::{bump_policy_version, lock_policy};
+use super::compliance::lock_policy;
 use crate::clock;
 use crate::store::StoreError;
+use crate::store::compliance::on_postgres::bump_policy_version;
 use crate::store::types::{MaintenanceRun, MaintenanceTask, RunStatus, RunTrigger};
 
 impl PostgresStore {

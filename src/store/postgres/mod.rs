@@ -24,7 +24,6 @@
 //! `partitions::PARTITIONED`. Identifier columns take `COLLATE "C"`.
 
 pub(crate) mod compliance;
-pub(crate) mod console;
 pub(crate) mod copy;
 pub(crate) mod maintenance;
 pub(crate) mod partitions;
@@ -158,6 +157,28 @@ impl PostgresStore {
     }
 
     /// The connection pool, for sibling modules of the store.
+    /// A transaction that changes what the policy holds: it takes the `policy_state` row lock
+    /// first ([`compliance::lock_policy`]), which serialises such changes across site servers
+    /// and command-line processes.
+    pub(crate) async fn begin_policy_change(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        compliance::lock_policy(&mut tx).await?;
+        Ok(tx)
+    }
+
+    /// A read-only transaction on one snapshot (repeatable read).
+    pub(crate) async fn snapshot(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
     /// The pool reads go to (the one pool).
     pub(crate) fn reader(&self) -> &PgPool {
         &self.pool

@@ -4,9 +4,10 @@
 use sqlx::{PgConnection, Row};
 
 use super::PostgresStore;
-use super::compliance::{bump_policy_version, lock_policy};
+use super::compliance::lock_policy;
 use crate::clock;
 use crate::store::StoreError;
+use crate::store::compliance::on_postgres::bump_policy_version;
 use crate::store::decide::plan_publish;
 use crate::store::rows::terms_row;
 use crate::store::types::*;

@@ -3,10 +3,10 @@
 use crate::store::rows::{maintenance_run_row, maintenance_task_row, select_maintenance_runs};
 use std::collections::BTreeMap;
 
-use super::compliance::bump_policy_version;
 use crate::clock;
 use crate::store::SqliteStore;
 use crate::store::StoreError;
+use crate::store::compliance::on_sqlite::bump_policy_version;
 use crate::store::types::{MaintenanceRun, MaintenanceTask, RunStatus, RunTrigger};
 
 impl SqliteStore {

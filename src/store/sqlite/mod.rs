@@ -11,7 +11,6 @@
 //! checkpoint before its next batch, which lets the WAL start over from its beginning.
 
 mod compliance;
-mod console;
 mod maintenance;
 mod reads;
 mod retention;
@@ -24,8 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::mpsc;
 
 use crate::store::migrate::{RECORDED_SCHEMA, check_schema, embedded, migrator};
@@ -182,6 +181,21 @@ impl SqliteStore {
     }
 
     /// The single writer connection, for sibling modules of the store.
+    /// A transaction that changes what the policy holds: `BEGIN IMMEDIATE` takes the write lock
+    /// up front, which serialises such changes across processes.
+    pub(crate) async fn begin_policy_change(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// A read transaction: everything it reads comes from one snapshot.
+    pub(crate) async fn snapshot(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.reader.begin().await?)
+    }
+
     /// The pool of read-only connections reads go to.
     pub(crate) fn reader(&self) -> &SqlitePool {
         &self.reader

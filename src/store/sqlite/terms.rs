@@ -2,10 +2,10 @@
 
 use sqlx::{Row, SqliteConnection};
 
-use super::compliance::bump_policy_version;
 use crate::clock;
 use crate::store::SqliteStore;
 use crate::store::StoreError;
+use crate::store::compliance::on_sqlite::bump_policy_version;
 use crate::store::decide::plan_publish;
 use crate::store::rows::terms_row;
 use crate::store::types::*;
