@@ -84,19 +84,24 @@ macro_rules! dispatch_sql {
 
 /// Compiles the functions given once per backend, as `on_sqlite` (on a `SqliteConnection`) and
 /// `on_postgres` (on a `PgConnection`), each seeing the calling file's imports and `Conn` as
-/// its connection type: SQL both dialects agree on, written once, for work inside a
+/// its connection type, and `policy` as the same backend's compiled policy SQL (for
+/// `policy::bump_policy_version`): SQL both dialects agree on, written once, for work inside a
 /// transaction the backend opened its own way.
 macro_rules! for_each_backend {
     ($($item:item)*) => {
         pub(crate) mod on_sqlite {
             #[allow(unused_imports)]
             use super::*;
+            #[allow(unused_imports)]
+            use crate::store::compliance::on_sqlite as policy;
             type Conn = sqlx::SqliteConnection;
             $($item)*
         }
         pub(crate) mod on_postgres {
             #[allow(unused_imports)]
             use super::*;
+            #[allow(unused_imports)]
+            use crate::store::compliance::on_postgres as policy;
             type Conn = sqlx::PgConnection;
             $($item)*
         }

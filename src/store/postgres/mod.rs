@@ -29,7 +29,6 @@ pub(crate) mod maintenance;
 pub(crate) mod partitions;
 mod reads;
 pub(crate) mod retention;
-pub(crate) mod terms;
 pub(crate) mod write;
 
 use std::collections::BTreeSet;

@@ -14,7 +14,6 @@ mod compliance;
 mod maintenance;
 mod reads;
 mod retention;
-mod terms;
 pub(crate) mod write;
 
 use std::path::{Path, PathBuf};
