@@ -25,7 +25,6 @@
 
 pub(crate) mod compliance;
 pub(crate) mod copy;
-pub(crate) mod maintenance;
 pub(crate) mod partitions;
 mod reads;
 pub(crate) mod retention;
@@ -165,6 +164,13 @@ impl PostgresStore {
         let mut tx = self.pool.begin().await?;
         compliance::lock_policy(&mut tx).await?;
         Ok(tx)
+    }
+
+    /// A write transaction (row locks are taken by its statements).
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
     }
 
     /// A read-only transaction on one snapshot (repeatable read).

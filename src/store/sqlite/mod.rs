@@ -11,7 +11,6 @@
 //! checkpoint before its next batch, which lets the WAL start over from its beginning.
 
 mod compliance;
-mod maintenance;
 mod reads;
 mod retention;
 pub(crate) mod write;
@@ -183,6 +182,13 @@ impl SqliteStore {
     /// A transaction that changes what the policy holds: `BEGIN IMMEDIATE` takes the write lock
     /// up front, which serialises such changes across processes.
     pub(crate) async fn begin_policy_change(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.begin_write().await
+    }
+
+    /// A write transaction on the writer connection, taking the write lock up front.
+    pub(crate) async fn begin_write(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
