@@ -13,12 +13,12 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::rows::{
     Cols, DEF_COLS, DEF_COLS_CI, baseline_overview_row, current_view_row, definition_row,
-    definition_summary_row,
+    definition_summary_row, group_noncompliant, setting_summary_row,
 };
 use super::types::{
     BaselineDetail, BaselineOverview, CurrentView, DefinitionRecord, DefinitionSummary,
     DeviceBaseline, DeviceCompliance, ImportIssue, ImportRequest, ImportResult, MemberRecord,
-    MemberView, NoncompliantDevice, PolicyContents, ResolvedBaseline, RevisionView,
+    MemberView, NoncompliantDevice, PolicyContents, ResolvedBaseline, RevisionView, SettingSummary,
 };
 use super::{Store, StoreError};
 use crate::clock;
@@ -114,7 +114,7 @@ impl Store {
             return Ok(None);
         };
         let (description, members, revisions) = self.baseline_definition(baseline_id).await?;
-        let settings = dispatch!(self, s => s.setting_summaries(baseline_id).await)?;
+        let settings = self.setting_summaries(baseline_id).await?;
         Ok(Some(BaselineDetail {
             overview,
             description,
@@ -152,7 +152,25 @@ impl Store {
         &self,
         baseline_id: &str,
     ) -> Result<Vec<NoncompliantDevice>, StoreError> {
-        let mut v = dispatch!(self, s => s.noncompliant_devices(baseline_id).await)?;
+        let mut v = dispatch!(self, s => {
+            let sql = format!(
+                "SELECT c.device_id, COALESCE(d.hostname, ''), CAST(c.baseline_revision AS BIGINT), \
+                   c.max_severity, c.evaluated_ms, s.ci_id, CAST(s.ci_revision AS BIGINT), \
+                   s.setting_id, s.state, s.severity, s.expected, s.observed_before, \
+                   s.observed_after, s.remediated, s.error \
+                 FROM current_compliance c \
+                 LEFT JOIN devices d ON d.device_id = c.device_id \
+                 {} AND s.state IN ('non_compliant', 'error') \
+                 WHERE c.baseline_id = $1 AND c.state = 'non_compliant' \
+                 ORDER BY c.device_id, s.ordinal",
+                s.current_settings_join("LEFT JOIN")
+            );
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .bind(baseline_id)
+                .fetch_all(s.reader())
+                .await?;
+            group_noncompliant(&rows)
+        })?;
         let rank = |s: &str| s.parse::<crate::compliance::Severity>().ok();
         v.sort_by(|a, b| {
             rank(&b.max_severity)
@@ -252,6 +270,33 @@ impl Store {
                 })
                 .collect::<Result<_, _>>()?;
             Ok((description, members, revisions))
+        })
+    }
+
+    /// Per setting of a baseline, the devices in each state by their current reports.
+    async fn setting_summaries(
+        &self,
+        baseline_id: &str,
+    ) -> Result<Vec<SettingSummary>, StoreError> {
+        dispatch!(self, s => {
+            let sql = format!(
+                "SELECT s.ci_id, s.setting_id, MAX(s.severity), \
+                   COUNT(*) FILTER (WHERE s.state = 'compliant'), \
+                   COUNT(*) FILTER (WHERE s.state = 'non_compliant'), \
+                   COUNT(*) FILTER (WHERE s.state = 'error'), \
+                   COUNT(*) FILTER (WHERE s.state = 'not_applicable'), \
+                   COUNT(*) FILTER (WHERE s.state = 'unknown'), \
+                   COUNT(*) FILTER (WHERE s.remediated) \
+                 FROM current_compliance c {} \
+                 WHERE c.baseline_id = $1 \
+                 GROUP BY s.ci_id, s.setting_id ORDER BY MIN(s.ordinal), s.ci_id, s.setting_id",
+                s.current_settings_join("JOIN")
+            );
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .bind(baseline_id)
+                .fetch_all(s.reader())
+                .await?;
+            rows.iter().map(setting_summary_row).collect()
         })
     }
 

@@ -7,7 +7,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Decode, Postgres, Row, Sqlite, Type};
 
 use super::{
-    BaselineSummary, CurrentRow, DeviceView, HistoryView, RelayCursor, SettingView, StoreError,
+    BaselineSummary, CurrentRow, DeviceView, HistoryView, RelayCursor, ReportView, SettingView,
+    StoreError,
 };
 use crate::store::types::{
     BaselineOverview, CurrentView, DefinitionRecord, DefinitionSummary, NoncompliantDevice,
@@ -179,6 +180,39 @@ pub(crate) fn trend_span_row(r: &impl Cols) -> Result<TrendSpan, StoreError> {
         devices: r.count(4)?,
     })
 }
+
+/// The columns [`report_view_row`] reads, from `compliance_reports`.
+pub(crate) const REPORT_COLS: &str = "message_id, device_id, baseline_id, \
+     CAST(baseline_revision AS BIGINT), baseline_name, evaluated_ms, received_ms, relay_id, state, \
+     max_severity, CAST(n_compliant AS BIGINT), CAST(n_non_compliant AS BIGINT), \
+     CAST(n_error AS BIGINT), CAST(n_not_applicable AS BIGINT), CAST(n_unknown AS BIGINT), \
+     signature, signed_bytes";
+
+pub(crate) fn report_view_row(r: &impl Cols) -> Result<ReportView, StoreError> {
+    Ok(ReportView {
+        message_id: r.col(0)?,
+        device_id: r.col(1)?,
+        baseline_id: r.col(2)?,
+        baseline_revision: r.number(3)?,
+        baseline_name: r.col(4)?,
+        evaluated_ms: r.col(5)?,
+        received_ms: r.col(6)?,
+        relay_id: r.col(7)?,
+        state: r.col(8)?,
+        max_severity: r.col(9)?,
+        n_compliant: r.number(10)?,
+        n_non_compliant: r.number(11)?,
+        n_error: r.number(12)?,
+        n_not_applicable: r.number(13)?,
+        n_unknown: r.number(14)?,
+        signature: r.col(15)?,
+        signed_bytes: r.col(16)?,
+    })
+}
+
+/// The columns [`setting_view`] reads, from `setting_results s`.
+pub(crate) const SETTING_COLS: &str = "s.ci_id, CAST(s.ci_revision AS BIGINT), s.setting_id, \
+     s.state, s.severity, s.expected, s.observed_before, s.observed_after, s.remediated, s.error";
 
 /// `device_id, hostname, os, last_seen_ms, failing_baselines`.
 pub(crate) fn device_row(r: &impl Cols) -> Result<DeviceRow, StoreError> {
