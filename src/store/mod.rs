@@ -8,11 +8,12 @@
 //! batch changes nothing. The decisions about current state and history are taken once, in Rust
 //! ([`decide`]); the backends only execute them.
 //!
-//! SQL the two dialects agree on is written once and runs on either pool (`$N` placeholders,
-//! `COUNT(*) FILTER (…)`, `CAST(… AS BIGINT)`): each such query is one method of [`Store`] in
-//! the file of its area, run with [`read!`] on the pool reads go to. Only what truly differs
-//! is per backend: the write path, retention, partitions, locks, and the reads PostgreSQL finds
-//! through its partitions.
+//! SQL the two dialects agree on is written once (`$N` placeholders, `COUNT(*) FILTER (…)`,
+//! `CAST(… AS BIGINT)`, `CASE` for `GREATEST`): a new read query is one method of [`Store`] in
+//! the file of its area, run with `read!` on the pool reads go to; work inside a transaction
+//! is written once in a `for_each_backend!` block of that file and compiled for each backend.
+//! Only what truly differs is per backend: the write path, retention, partitions, locks and how
+//! transactions begin, and where PostgreSQL finds a report through its partitions.
 //!
 //! ```text
 //! store/
@@ -29,10 +30,11 @@
 //!   terms.rs        terms and conditions, acceptances, site settings
 //!   retention.rs    the retention task's batches and run lock
 //!   ceiling.rs      the writer benchmark's bare-insert ceiling
-//!   sqlite/         mod.rs (open, pools, checkpoints), write.rs, compliance.rs, maintenance.rs,
-//!                   retention.rs, terms.rs
-//!   postgres/       mod.rs (connect, pool), write.rs, compliance.rs, maintenance.rs,
-//!                   retention.rs, terms.rs, partitions.rs, copy.rs
+//!   sqlite/         what SQLite says its own way: mod.rs (open, pools, checkpoints, how
+//!                   transactions begin), write.rs (the write path), retention.rs,
+//!                   compliance.rs and reads.rs (where a report and its settings are)
+//!   postgres/       the same shape for PostgreSQL, with partitions.rs (day partitions) and
+//!                   copy.rs (the binary COPY encoder)
 //! ```
 //!
 //! The PostgreSQL backend partitions reports and setting results by received day; the scheme,

@@ -2,7 +2,8 @@
 //! stored reports and settings, devices, current compliance and history.
 
 use super::rows::{
-    Cols, baseline_summary_row, current_row, cursor_row, device_view_row, history_view_row,
+    Cols, REPORT_COLS, SETTING_COLS, baseline_summary_row, current_row, cursor_row,
+    device_view_row, history_view_row, report_view_row, setting_view,
 };
 use super::types::{
     BaselineSummary, Counts, CurrentRow, DeviceView, HistoryView, RelayCursor, ReportView,
@@ -70,14 +71,41 @@ impl Store {
         })
     }
 
-    /// A stored report by message id (each backend finds it its own way).
+    /// A stored report by message id (each backend locates it its own way; by its number and
+    /// received time, PostgreSQL reads only the report's day partition).
     pub async fn report(&self, message_id: &str) -> Result<Option<ReportView>, StoreError> {
-        dispatch!(self, s => s.report(message_id).await)
+        dispatch!(self, s => {
+            let Some((id, received)) = s.locate(message_id).await? else {
+                return Ok(None);
+            };
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {REPORT_COLS} FROM compliance_reports \
+                 WHERE report_id = $1 AND received_ms = $2"
+            )))
+            .bind(id)
+            .bind(received)
+            .fetch_optional(s.reader())
+            .await?;
+            row.as_ref().map(report_view_row).transpose()
+        })
     }
 
     /// A stored report's setting results, in their order.
     pub async fn report_settings(&self, message_id: &str) -> Result<Vec<SettingView>, StoreError> {
-        dispatch!(self, s => s.report_settings(message_id).await)
+        dispatch!(self, s => {
+            let Some((id, received)) = s.locate(message_id).await? else {
+                return Ok(vec![]);
+            };
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {SETTING_COLS} FROM {} ORDER BY s.ordinal",
+                s.settings_of_report()
+            )))
+            .bind(id)
+            .bind(received)
+            .fetch_all(s.reader())
+            .await?;
+            rows.iter().map(|r| setting_view(r, 0)).collect()
+        })
     }
 
     pub async fn device(&self, device_id: &str) -> Result<Option<DeviceView>, StoreError> {

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use super::types::*;
+use super::types::{BatchDeleted, TaskLock};
 use super::{Store, StoreError};
 
 impl Store {
@@ -64,9 +64,7 @@ impl Store {
             (Store::Sqlite(s), TaskLock::Sqlite { task, holder }) => {
                 s.release_task_lock(&task, &holder).await
             }
-            (Store::Postgres(_), TaskLock::Postgres(conn)) => {
-                super::postgres::retention::release(conn).await
-            }
+            (Store::Postgres(s), TaskLock::Postgres(conn)) => s.release_task_lock(conn).await,
             _ => Ok(()),
         }
     }

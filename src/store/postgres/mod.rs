@@ -9,6 +9,9 @@
 //!   [`PostgresStore::ensure_partitions`] makes the days ahead at connect and then from the site
 //!   server's maintenance task, hourly.
 //! - `copy`: the binary `COPY` encoder.
+//! - `retention`: deleting aged data by whole day partitions, and the advisory run lock.
+//! - `compliance`, `reads`: the policy row lock, and where a report and its setting results are
+//!   (through `report_message_ids` and the day partition).
 //!
 //! After a batch commits, the block ranges it filled in `setting_results` are summarized in the
 //! background (one summarization at a time), so finding a report's settings stays a few page
@@ -16,10 +19,12 @@
 //!
 //! # Adding tables and queries
 //!
-//! A new migration goes into `migrations/postgres/NNNN_name.sql` (embedded at build time). A read
-//! query is a method of [`PostgresStore`], here or in a sibling file with its own
-//! `impl PostgresStore` block using `PostgresStore::pool`; writes of many rows bind one array
-//! per column and `INSERT … SELECT FROM UNNEST(…)`. A new day-partitioned table needs a
+//! A new migration goes into `migrations/postgres/NNNN_name.sql` and its SQLite twin into
+//! `migrations/sqlite/` (both embedded at build time). A read query both dialects can say is one
+//! method of [`crate::store::Store`] in the file of its area, run with `read!` (see
+//! [`crate::store`]); only SQL PostgreSQL must say its own way is a method here, in a sibling
+//! file with its own `impl PostgresStore` block. Writes of many rows bind one array per column
+//! and `INSERT … SELECT FROM UNNEST(…)`. A new day-partitioned table needs a
 //! `received_ms` partition key, a `<table>_default` partition in its migration, and its name in
 //! `partitions::PARTITIONED`. Identifier columns take `COLLATE "C"`.
 
@@ -41,7 +46,7 @@ use tracing::{instrument, warn};
 
 use crate::clock;
 use crate::store::migrate::{RECORDED_SCHEMA, check_schema, embedded, migrator};
-use crate::store::*;
+use crate::store::{StoreError, WriteBatch, WriteOutcome, describe};
 
 /// Connections per site server: one per relay being written, and a few for reports.
 const POOL_SIZE: u32 = 12;
@@ -129,7 +134,7 @@ impl PostgresStore {
     }
 
     /// Connects for reading only: no migration, no partition made, every transaction read-only,
-    /// after checking the schema is this binary's (see [`Store::open_read_only`]). A role with
+    /// after checking the schema is this binary's (see [`crate::store::Store::open_read_only`]). A role with
     /// `SELECT` on the site's tables is enough.
     pub async fn connect_read_only(url: &str) -> Result<Self, StoreError> {
         let session = ("default_transaction_read_only", "on");

@@ -9,6 +9,12 @@
 //! time. A checkpoint running beside the writer cannot always finish (the writer keeps adding
 //! frames), so when the WAL has grown past [`WAL_LIMIT_FRAMES`] the writer waits for a full
 //! checkpoint before its next batch, which lets the WAL start over from its beginning.
+//!
+//! - `write`: one forwarded batch as one `BEGIN IMMEDIATE` transaction of multi-row statements.
+//! - `retention`: deleting aged data in bounded batches, and the leased run lock.
+//! - `compliance`, `reads`: where a report and its setting results are, by message id.
+//!
+//! SQL both dialects can say is not here but in the store's area files (see [`crate::store`]).
 
 mod compliance;
 mod reads;
@@ -25,8 +31,8 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::mpsc;
 
+use crate::store::StoreError;
 use crate::store::migrate::{RECORDED_SCHEMA, check_schema, embedded, migrator};
-use crate::store::*;
 
 /// WAL frames (pages) past which the writer checkpoints before writing on: 16 Ki frames of
 /// 16 KiB pages keep the WAL file under ~256 MiB.

@@ -1,33 +1,25 @@
-//! The SQLite side of the reads whose SQL differs by backend: a stored report and its settings
-//! by message id (PostgreSQL finds them through its partitions), and every message id.
-
-use sqlx::AssertSqlSafe;
+//! The SQLite side of the reads whose SQL differs by backend: where a stored report is, which
+//! setting results are its, and every message id.
 
 use super::SqliteStore;
-use crate::store::rows::{REPORT_COLS, SETTING_COLS, report_view_row, setting_view};
-use crate::store::{ReportView, SettingView, StoreError};
+use crate::store::StoreError;
 
 impl SqliteStore {
-    pub async fn report(&self, message_id: &str) -> Result<Option<ReportView>, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {REPORT_COLS} FROM compliance_reports WHERE message_id = $1"
-        )))
+    /// A report's number and received time, by message id (the reports' own unique index).
+    pub(crate) async fn locate(&self, message_id: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT report_id, received_ms FROM compliance_reports WHERE message_id = $1",
+        )
         .bind(message_id)
         .fetch_optional(&self.reader)
-        .await?;
-        row.as_ref().map(report_view_row).transpose()
+        .await?)
     }
 
-    pub async fn report_settings(&self, message_id: &str) -> Result<Vec<SettingView>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {SETTING_COLS} FROM setting_results s \
-             JOIN compliance_reports r ON r.report_id = s.report_id \
-             WHERE r.message_id = $1 ORDER BY s.ordinal"
-        )))
-        .bind(message_id)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(|r| setting_view(r, 0)).collect()
+    /// The setting results of the report numbered `$1` and received at `$2`, as `s`: by the
+    /// report's number (SQLite keeps no received time with them).
+    pub(crate) fn settings_of_report(&self) -> &'static str {
+        "setting_results s JOIN compliance_reports r ON r.report_id = s.report_id \
+         WHERE r.report_id = $1 AND r.received_ms = $2"
     }
 
     pub async fn report_message_ids(&self) -> Result<Vec<String>, StoreError> {

@@ -8,8 +8,10 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::SqliteStore;
 use crate::clock;
+use crate::store::StoreError;
+use crate::store::decide::{HistoryInsert, HistoryRef, fold_devices, plan_transitions};
 use crate::store::rows::current_row;
-use crate::store::*;
+use crate::store::types::{DeviceUpsert, ReportRow, SettingRow, WriteBatch, WriteOutcome};
 
 /// Rows per multi-row statement: powers of two up to this many, so the statement cache holds a
 /// handful of shapes; 1024 × 12 columns stays under SQLite's 32,766 bound parameters.
