@@ -622,7 +622,7 @@ pub enum PublishAction {
     Unchanged,
 }
 
-/// The outcome of [`Store::publish_terms`].
+/// The outcome of [`super::Store::publish_terms`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     pub action: PublishAction,
@@ -712,7 +712,7 @@ impl BatchDeleted {
     }
 }
 
-/// The run lock of a maintenance task, held by one run; [`Store::release_task_lock`] ends it.
+/// The run lock of a maintenance task, held by one run; [`super::Store::release_task_lock`] ends it.
 /// Dropped without release (the run's task was killed), it still ends: on PostgreSQL the
 /// session holding the advisory lock closes, on SQLite the lease expires.
 #[derive(Debug)]

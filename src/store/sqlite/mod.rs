@@ -139,7 +139,7 @@ impl SqliteStore {
     }
 
     /// Opens an existing database with read-only connections and no checkpointer, after
-    /// checking its schema is this binary's (see [`Store::open_read_only`]).
+    /// checking its schema is this binary's (see [`crate::store::Store::open_read_only`]).
     pub async fn open_read_only(path: &str) -> Result<Self, StoreError> {
         let url = format!("sqlite://{path}");
         let open_err = |cause| StoreError::Open {
