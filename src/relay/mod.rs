@@ -34,7 +34,7 @@ use crate::proto::PolicySnapshot;
 use crate::spool::{Spool, SpoolConfig, SpoolError};
 use crate::wire::Refusal;
 
-pub(crate) use intake::{accepts_report, validate_acceptance, validate_report};
+pub(crate) use intake::{accepts_report, validate_acceptance};
 pub use metrics::RelayMetrics;
 pub use ratelimit::{PeerLimiter, TokenBucket};
 
