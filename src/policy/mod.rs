@@ -274,6 +274,12 @@ pub async fn snapshot(store: &Store, now_ms: i64) -> Result<PolicySnapshot, Poli
         if attempts >= 3 || store.policy_version().await? == contents.version {
             let mut snap = build_snapshot(&contents, now_ms)?;
             snap.terms = current_terms.as_ref().map(terms::to_proto);
+            snap.terms_accepted = store
+                .user_terms_versions()
+                .await?
+                .into_iter()
+                .map(|(user, version)| proto::UserTermsVersion { user, version })
+                .collect();
             return Ok(snap);
         }
     }
@@ -344,6 +350,7 @@ pub fn build_snapshot(c: &PolicyContents, now_ms: i64) -> Result<PolicySnapshot,
         blocked_device_ids: c.blocked_device_ids.clone(),
         evaluation_interval_s: number(SETTING_EVALUATION_INTERVAL),
         retention_days: c.retention_days,
+        terms_accepted: Vec::new(),
     })
 }
 

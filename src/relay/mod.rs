@@ -11,7 +11,7 @@ mod intake;
 mod ratelimit;
 mod wirecheck;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -159,8 +159,11 @@ impl RelayMetrics {
 /// The last policy the site pushed, with what the hot path needs from it pre-computed.
 #[derive(Debug, Default)]
 pub(crate) struct PolicyState {
+    /// What agents get: the site's snapshot without its per-user terms list.
     pub snapshot: Option<Arc<PolicySnapshot>>,
     pub blocked: HashSet<String>,
+    /// The highest terms version each user accepted at the site.
+    pub terms_accepted: HashMap<String, u32>,
 }
 
 pub(crate) struct RelayState {
@@ -196,14 +199,28 @@ impl RelayState {
             .unwrap_or(self.intake.default_retention_days)
     }
 
-    pub fn set_policy(&self, snapshot: PolicySnapshot) {
+    pub fn set_policy(&self, mut snapshot: PolicySnapshot) {
         let blocked = snapshot.blocked_device_ids.iter().cloned().collect();
+        let terms_accepted = std::mem::take(&mut snapshot.terms_accepted)
+            .into_iter()
+            .map(|u| (u.user, u.version))
+            .collect();
         if let Ok(mut p) = self.policy.write() {
             *p = PolicyState {
                 snapshot: Some(Arc::new(snapshot)),
                 blocked,
+                terms_accepted,
             };
         }
+    }
+
+    /// The highest terms version `user` accepted at the site (0: none known).
+    pub fn user_terms_version(&self, user: &str) -> u32 {
+        self.policy
+            .read()
+            .ok()
+            .and_then(|p| p.terms_accepted.get(user).copied())
+            .unwrap_or(0)
     }
 
     pub fn policy_snapshot(&self) -> Option<Arc<PolicySnapshot>> {

@@ -370,6 +370,7 @@ mod compliance;
 pub use compliance::*;
 mod console;
 pub use console::*;
+mod lists;
 mod maintenance;
 pub use maintenance::*;
 pub mod retention;

@@ -24,3 +24,4 @@ mod retention;
 mod secrets;
 mod store;
 mod terms;
+mod terms_per_user;
