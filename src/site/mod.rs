@@ -129,6 +129,8 @@ impl RelayStatus {
 pub struct SiteMetrics {
     pub write_latency: Histogram,
     pub db_errors: AtomicU64,
+    /// Non-compliant critical-with-event settings in stored reports (each also logged).
+    pub critical_events: AtomicU64,
     /// The retention task's counters (rendered by [`crate::retention::RetentionMetrics::render`]).
     pub retention: Arc<crate::retention::RetentionMetrics>,
 }
@@ -138,6 +140,7 @@ impl Default for SiteMetrics {
         Self {
             write_latency: Histogram::new(LATENCY_BUCKETS),
             db_errors: AtomicU64::new(0),
+            critical_events: AtomicU64::new(0),
             retention: Arc::default(),
         }
     }
@@ -508,6 +511,21 @@ impl Puller {
                 "records quarantined; see quarantined_records"
             );
         }
+        for e in &out.critical_events {
+            warn!(
+                event = "critical_noncompliance",
+                device_id = %e.device_id,
+                baseline = %e.baseline_id,
+                ci = %e.ci_id,
+                ci_revision = e.ci_revision,
+                setting = %e.setting_id,
+                message_id = %e.message_id,
+                "a critical-with-event setting is non-compliant"
+            );
+        }
+        self.metrics
+            .critical_events
+            .fetch_add(out.critical_events.len() as u64, Ordering::Relaxed);
         debug!(
             through = max_seq,
             reports = out.reports_inserted,

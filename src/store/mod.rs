@@ -232,13 +232,15 @@ pub struct WriteBatch {
 }
 
 /// What a batch write did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteOutcome {
     pub reports_inserted: u64,
     pub reports_duplicate: u64,
     pub settings_inserted: u64,
     pub acceptances_inserted: u64,
     pub quarantined: u64,
+    /// Critical-with-event settings the inserted reports found non-compliant.
+    pub critical_events: Vec<CriticalEvent>,
 }
 
 /// Where the site is with one relay.
@@ -370,6 +372,8 @@ mod compliance;
 pub use compliance::*;
 mod console;
 pub use console::*;
+mod events;
+pub use events::CriticalEvent;
 mod lists;
 mod maintenance;
 pub use maintenance::*;

@@ -22,6 +22,7 @@ mod metrics;
 mod outage;
 mod retention;
 mod secrets;
+mod site_events;
 mod store;
 mod terms;
 mod terms_per_user;
