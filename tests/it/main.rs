@@ -21,6 +21,7 @@ mod keys;
 mod metrics;
 mod outage;
 mod retention;
+mod retention_current;
 mod secrets;
 mod site_events;
 mod store;
