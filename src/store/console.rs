@@ -105,7 +105,7 @@ pub fn trend_from_spans(first_ms: i64, days: u32, spans: &[TrendSpan]) -> Vec<Tr
 }
 
 /// Escapes `\`, `%` and `_` for a LIKE pattern with `ESCAPE '\'`.
-fn like_escape(s: &str) -> String {
+pub(super) fn like_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '\\' | '%' | '_') {

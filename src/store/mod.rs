@@ -375,6 +375,7 @@ pub use console::*;
 mod events;
 pub use events::CriticalEvent;
 mod lists;
+pub use lists::{BaselineDeviceRow, DEFAULT_PAGE, DeviceFilter, MAX_PAGE, Page};
 mod maintenance;
 pub use maintenance::*;
 pub mod retention;

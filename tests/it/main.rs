@@ -18,6 +18,7 @@ mod hostile;
 mod hostile_conn;
 mod intake;
 mod keys;
+mod lists;
 mod metrics;
 mod outage;
 mod retention;

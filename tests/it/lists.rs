@@ -1,0 +1,148 @@
+//! Device lists on both backends: every compliance state has its list (error included), pages
+//! follow one another by cursor without a device lost or repeated, and the filters (state,
+//! worst severity, OS) and the search (hostname, OS, device id) narrow them.
+
+use mprelay::compliance::{Severity, State};
+use mprelay::store::{DeviceDetails, DeviceFilter, Page, Store};
+
+use crate::db::TestDb;
+use crate::store::{batch, report};
+
+const STATES: [State; 7] = [
+    State::Compliant,
+    State::NonCompliant,
+    State::Error,
+    State::NonCompliant,
+    State::Compliant,
+    State::Error,
+    State::Unknown,
+];
+
+/// Seven devices `host-0`…`host-6` (even ones Debian, odd ones Ubuntu) with `STATES` for b1.
+pub(crate) async fn seven_devices(store: &Store) {
+    let reports = STATES
+        .iter()
+        .enumerate()
+        .map(|(i, s)| report(&format!("dev{i:030}"), "b1", 1_000_000 + i as i64, *s))
+        .collect();
+    let mut b = batch("relay-a", 5, reports);
+    for (i, d) in b.devices.iter_mut().enumerate() {
+        d.details = Some(DeviceDetails {
+            hostname: format!("host-{i}"),
+            os: if i % 2 == 0 {
+                "Debian 12"
+            } else {
+                "Ubuntu 24.04"
+            }
+            .into(),
+            agent_version: "1".into(),
+            hardware_id: format!("hw{i}"),
+        });
+    }
+    store.write_batch(&b).await.unwrap();
+}
+
+fn hosts<T>(p: &Page<T>, host: impl Fn(&T) -> &str) -> Vec<String> {
+    p.devices.iter().map(|d| host(d).to_string()).collect()
+}
+
+fn filter(f: impl FnOnce(&mut DeviceFilter)) -> DeviceFilter {
+    let mut out = DeviceFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    f(&mut out);
+    out
+}
+
+crate::both_backends!(every_state_has_its_list_paged_and_filtered);
+async fn every_state_has_its_list_paged_and_filtered(db: TestDb) {
+    let store = db.store().await;
+    seven_devices(&store).await;
+    let page = |f: DeviceFilter| {
+        let store = store.clone();
+        async move { store.baseline_device_page("b1", &f).await.unwrap() }
+    };
+    let h = |p: &Page<mprelay::store::BaselineDeviceRow>| hosts(p, |d| &d.hostname);
+
+    // Each state's devices, error and unknown included.
+    for (state, want) in [
+        (State::Error, vec!["host-2", "host-5"]),
+        (State::NonCompliant, vec!["host-1", "host-3"]),
+        (State::Compliant, vec!["host-0", "host-4"]),
+        (State::Unknown, vec!["host-6"]),
+    ] {
+        let p = page(filter(|f| f.state = Some(state))).await;
+        assert_eq!(h(&p), want, "{state}");
+        assert!(p.devices.iter().all(|d| d.state == state.as_str()));
+        assert_eq!(p.next_after, None);
+    }
+    let errors = page(filter(|f| f.state = Some(State::Error))).await;
+    assert!(errors.devices.iter().all(|d| d.n_error == 1));
+
+    // Pages of two follow one another to the end, each device once.
+    let mut seen = vec![];
+    let mut after = None;
+    loop {
+        let p = page(filter(|f| {
+            f.limit = 2;
+            f.after = after.clone();
+        }))
+        .await;
+        assert!(p.devices.len() <= 2);
+        seen.extend(h(&p));
+        match p.next_after {
+            Some(a) => after = Some(a),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        (0..7).map(|i| format!("host-{i}")).collect::<Vec<_>>()
+    );
+
+    // Worst severity at least critical: the non-compliant ones (their failing setting is
+    // critical); OS and search narrow further; search matches the OS and ignores case.
+    let p = page(filter(|f| f.severity = Some(Severity::Critical))).await;
+    assert_eq!(h(&p), ["host-1", "host-3"]);
+    let p = page(filter(|f| f.os = "ubuntu".into())).await;
+    assert_eq!(h(&p), ["host-1", "host-3", "host-5"]);
+    let p = page(filter(|f| {
+        f.os = "UBUNTU".into();
+        f.state = Some(State::Error);
+    }))
+    .await;
+    assert_eq!(h(&p), ["host-5"]);
+    let p = page(filter(|f| f.search = "debian".into())).await;
+    assert_eq!(h(&p), ["host-0", "host-2", "host-4", "host-6"]);
+    let p = page(filter(|f| f.search = "HOST-3".into())).await;
+    assert_eq!(h(&p), ["host-3"]);
+    // LIKE's wildcards are searched for as text.
+    let p = page(filter(|f| f.search = "host_".into())).await;
+    assert!(p.devices.is_empty());
+
+    // The site's device list: paged, by state for any baseline, searched by OS.
+    let all = |f: DeviceFilter| {
+        let store = store.clone();
+        async move { store.device_page(&f).await.unwrap() }
+    };
+    let p = all(filter(|f| f.limit = 4)).await;
+    assert_eq!(
+        hosts(&p, |d| &d.hostname),
+        ["host-0", "host-1", "host-2", "host-3"]
+    );
+    let rest = all(filter(|f| {
+        f.limit = 4;
+        f.after = p.next_after.clone();
+    }))
+    .await;
+    assert_eq!(
+        hosts(&rest, |d| &d.hostname),
+        ["host-4", "host-5", "host-6"]
+    );
+    assert_eq!(rest.next_after, None);
+    let p = all(filter(|f| f.state = Some(State::Error))).await;
+    assert_eq!(hosts(&p, |d| &d.hostname), ["host-2", "host-5"]);
+    let p = all(filter(|f| f.search = "ubuntu 24".into())).await;
+    assert_eq!(hosts(&p, |d| &d.hostname), ["host-1", "host-3", "host-5"]);
+}
