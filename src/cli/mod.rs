@@ -187,6 +187,14 @@ enum ReportCmd {
         /// The device id (32 hex characters).
         id: String,
     },
+    /// Devices, a page at a time: every device, or with --baseline that baseline's devices and
+    /// their state for it; narrowed by state, worst severity, OS and a search.
+    Devices {
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        list: compliance::ListArgs,
+    },
     /// The non-compliant devices of a baseline and their failing settings.
     Noncompliant {
         #[command(flatten)]
@@ -661,6 +669,10 @@ async fn report(c: ReportCmd) -> Result<(), Failure> {
         ReportCmd::Device { db, id } => {
             let store = open_store_read_only(&db).await?;
             compliance::report_device(&store, &id).await
+        }
+        ReportCmd::Devices { db, list } => {
+            let store = open_store_read_only(&db).await?;
+            compliance::report_devices(&store, &list).await
         }
         ReportCmd::Noncompliant { db, baseline } => {
             let store = open_store_read_only(&db).await?;

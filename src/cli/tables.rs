@@ -4,7 +4,10 @@
 
 use std::fmt::Write;
 
-use crate::store::{BaselineDetail, BaselineOverview, DeviceCompliance, NoncompliantDevice};
+use crate::store::{
+    BaselineDetail, BaselineDeviceRow, BaselineOverview, DeviceCompliance, DeviceRow,
+    NoncompliantDevice,
+};
 
 /// `2025-03-01 09:30:00Z` from Unix milliseconds.
 pub fn fmt_time(ms: i64) -> String {
@@ -292,6 +295,49 @@ pub fn noncompliant(name: &str, baseline_id: &str, devices: &[NoncompliantDevice
                 observed
             );
         }
+    }
+    out
+}
+
+/// A page of the site's devices.
+pub fn devices(rows: &[DeviceRow]) -> String {
+    let mut out = format!(
+        "{:<32} {:<24} {:<24} {:<20} Failing baselines\n",
+        "Device", "Hostname", "OS", "Last seen"
+    );
+    for d in rows {
+        let _ = writeln!(
+            out,
+            "{:<32} {:<24} {:<24} {:<20} {}",
+            d.device_id,
+            cell(&d.hostname, 24),
+            cell(&d.os, 24),
+            fmt_time(d.last_seen_ms),
+            d.failing_baselines
+        );
+    }
+    out
+}
+
+/// A page of a baseline's devices with their state for it.
+pub fn baseline_devices(rows: &[BaselineDeviceRow]) -> String {
+    let mut out = format!(
+        "{:<32} {:<24} {:<20} {:<14} {:<19} {:<20} Non-compliant/error settings\n",
+        "Device", "Hostname", "OS", "State", "Worst severity", "Evaluated"
+    );
+    for d in rows {
+        let _ = writeln!(
+            out,
+            "{:<32} {:<24} {:<20} {:<14} {:<19} {:<20} {}/{}",
+            d.device_id,
+            cell(&d.hostname, 24),
+            cell(&d.os, 20),
+            d.state,
+            d.max_severity,
+            fmt_time(d.evaluated_ms),
+            d.n_non_compliant,
+            d.n_error
+        );
     }
     out
 }

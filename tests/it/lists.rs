@@ -146,3 +146,126 @@ async fn every_state_has_its_list_paged_and_filtered(db: TestDb) {
     let p = all(filter(|f| f.search = "ubuntu 24".into())).await;
     assert_eq!(hosts(&p, |d| &d.hostname), ["host-1", "host-3", "host-5"]);
 }
+
+// `mprelay report devices` on both backends: a state's list, pages by `--after`, and a bad
+// value refused with exit status 64 naming the flag.
+crate::both_backends!(report_devices_lists_pages_and_refuses_bad_flags);
+async fn report_devices_lists_pages_and_refuses_bad_flags(db: TestDb) {
+    use crate::compliance_cli::{run, stderr, stdout};
+    seven_devices(&db.store().await).await;
+    let dir = tempfile::tempdir().unwrap();
+    let report = |extra: &[&str]| {
+        let mut args = vec!["report", "devices", "--database", db.url.as_str()];
+        args.extend_from_slice(extra);
+        run(&args, dir.path())
+    };
+    let lines = |o: &std::process::Output| -> Vec<String> {
+        stdout(o)
+            .lines()
+            .skip(1)
+            .filter(|l| !l.starts_with("more:"))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+            .collect()
+    };
+    let o = report(&["--baseline", "b1", "--state", "error"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(lines(&o), ["host-2", "host-5"], "{}", stdout(&o));
+    assert!(stdout(&o).contains(" error "), "{}", stdout(&o));
+
+    let mut seen = vec![];
+    let mut after: Option<String> = None;
+    loop {
+        let mut args = vec!["--limit", "3"];
+        if let Some(a) = &after {
+            args.extend_from_slice(&["--after", a]);
+        }
+        let o = report(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        seen.extend(lines(&o));
+        match stdout(&o)
+            .lines()
+            .find_map(|l| l.strip_prefix("more: --after "))
+        {
+            Some(a) => after = Some(a.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        (0..7).map(|i| format!("host-{i}")).collect::<Vec<_>>()
+    );
+
+    let o = report(&["--search", "UBUNTU", "--state", "error"]);
+    assert_eq!(lines(&o), ["host-5"], "{}", stdout(&o));
+
+    for (args, says) in [
+        (
+            vec!["--state", "broken"],
+            "--state: unknown compliance state \"broken\"",
+        ),
+        (
+            vec!["--limit", "0"],
+            "--limit: \"0\" is not a number from 1 to 1000",
+        ),
+        (
+            vec!["--severity", "critical"],
+            "--severity needs --baseline",
+        ),
+    ] {
+        let o = report(&args);
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_lists_every_state_by_cursor() {
+    use crate::compliance::{admin_client, get_json, system_on};
+    let sys = system_on(None).await;
+    seven_devices(&sys.store).await;
+    let c = admin_client(&sys);
+    let token = sys.lb.admin_token().unwrap();
+    let get = |path: String| {
+        let (c, token) = (&c, token.clone());
+        async move { get_json(c, &path, Some(&token)).await }
+    };
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["hostname"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (st, v) = get("/api/v1/compliance/baselines/b1/devices?state=error".into()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(names(&v), ["host-2", "host-5"]);
+    assert_eq!(v["devices"][0]["state"], "error");
+    assert!(v["next_after"].is_null());
+
+    let mut seen = vec![];
+    let mut path = "/api/v1/compliance/baselines/b1/devices?limit=3".to_string();
+    loop {
+        let (st, v) = get(path.clone()).await;
+        assert_eq!(st, 200, "{v}");
+        seen.extend(names(&v));
+        match v["next_after"].as_str() {
+            Some(a) => path = format!("/api/v1/compliance/baselines/b1/devices?limit=3&after={a}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        (0..7).map(|i| format!("host-{i}")).collect::<Vec<_>>()
+    );
+
+    let (st, v) = get("/api/v1/devices?q=ubuntu&state=non_compliant".into()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(names(&v), ["host-1", "host-3"]);
+
+    let (st, v) = get("/api/v1/compliance/baselines/b1/devices?severity=worst".into()).await;
+    assert_eq!((st, v["code"].as_str()), (400, Some("malformed")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("severity"), "{v}");
+    let (st, _) = get("/api/v1/compliance/baselines/nope/devices".into()).await;
+    assert_eq!(st, 404);
+}

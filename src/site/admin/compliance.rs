@@ -24,7 +24,7 @@ pub fn routes(r: Router) -> Router {
         .get("/api/v1/compliance/noncompliant", noncompliant)
 }
 
-fn internal(e: StoreError) -> Refusal {
+pub(super) fn internal(e: StoreError) -> Refusal {
     error!(error = %e, "admin API query failed");
     Refusal::Internal
 }

@@ -11,6 +11,7 @@
 //! handler its own). `/metrics` serves the site's metrics (token required).
 
 pub mod compliance;
+pub mod devices;
 pub mod maintenance;
 pub mod router;
 pub mod session;
@@ -158,6 +159,7 @@ pub fn routes() -> Router {
         .public(Method::GET, "/readyz", readyz)
         .get("/metrics", metrics);
     let r = compliance::routes(r);
+    let r = devices::routes(r);
     let r = crate::site::console::routes(r);
     let r = maintenance::routes(r);
     terms::routes(r)
