@@ -1,4 +1,5 @@
-//! `/console/baselines/{id}`: a baseline's settings and its non-compliant devices.
+//! `/console/baselines/{id}`: a baseline's devices per state (links to their lists), its settings,
+//! and its worst non-compliant devices with what fails on them.
 
 use std::fmt::Write;
 
@@ -8,6 +9,10 @@ use super::html::{esc, hostname, page, settings_table, time, url_part};
 use super::respond::{csrf, db_failed, html_response, not_found};
 use super::svg;
 use crate::site::admin::router::{Ctx, Reply};
+
+/// Non-compliant devices shown with their settings on the baseline's page; the rest are on the
+/// paged list its counts link to.
+const INLINE_FAILING: usize = 25;
 
 pub(super) async fn baseline(ctx: Ctx) -> Reply {
     let id = ctx.param("id").to_string();
@@ -40,6 +45,23 @@ pub(super) async fn baseline(ctx: Ctx) -> Reply {
             ("unknown", o.unknown),
         ],
     ));
+    let link = |state: &str, n: u64| super::overview::state_link(&id, state, n);
+    let _ = write!(
+        b,
+        "<table class=\"counts\"><tr><th>devices</th><th>compliant</th><th>non-compliant</th>\
+         <th>error</th><th>unknown</th><th>not applicable</th></tr>\
+         <tr><td data-state=\"devices\"><a href=\"/console/baselines/{href}/devices\">{}</a></td>\
+         <td data-state=\"compliant\">{}</td><td data-state=\"non_compliant\">{}</td>\
+         <td data-state=\"error\">{}</td><td data-state=\"unknown\">{}</td>\
+         <td data-state=\"not_applicable\">{}</td></tr></table>",
+        o.devices,
+        link("compliant", o.compliant),
+        link("non_compliant", o.non_compliant),
+        link("error", o.error),
+        link("unknown", o.unknown),
+        link("not_applicable", o.not_applicable),
+        href = url_part(&id),
+    );
     b.push_str(
         "<h2>Settings</h2><table class=\"setting-summary\"><tr><th>configuration item</th>\
          <th>setting</th><th>severity</th><th>compliant</th><th>non-compliant</th><th>error</th>\
@@ -66,7 +88,16 @@ pub(super) async fn baseline(ctx: Ctx) -> Reply {
     if failing.is_empty() {
         b.push_str("<p>None: every device that reported is compliant or not applicable.</p>");
     }
-    for d in &failing {
+    if failing.len() > INLINE_FAILING {
+        let _ = write!(
+            b,
+            "<p>The {INLINE_FAILING} with the worst severity, with what fails on them; \
+             <a class=\"all-failing\" href=\"{}\">all {} non-compliant devices</a>.</p>",
+            super::lists::state_href(&id, "non_compliant"),
+            failing.len()
+        );
+    }
+    for d in failing.iter().take(INLINE_FAILING) {
         let _ = write!(
             b,
             "<section class=\"device\" data-device=\"{id}\"><h3>\
