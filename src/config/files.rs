@@ -33,6 +33,18 @@ pub struct RelayFile {
     pub limits: LimitsFile,
     #[serde(default)]
     pub intake: IntakeFile,
+    #[serde(default)]
+    pub metrics: RelayMetricsFile,
+}
+
+/// Monitoring without the site's certificate.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayMetricsFile {
+    /// A file (mode 0600) holding a scrape token: `/metrics` is then also served on the
+    /// agent-facing listener to requests with `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_agent_listen() -> SocketAddr {
@@ -292,6 +304,13 @@ impl Loaded<RelayFile> {
                 ..IntakeOptions::default()
             },
             clock: crate::clock::system(),
+            metrics_token: match &f.metrics.token_file {
+                None => None,
+                Some(p) => Some(
+                    crate::site::admin::AdminToken::load(&self.path(p))
+                        .map_err(|e| self.invalid("metrics.token_file", e.to_string()))?,
+                ),
+            },
         })
     }
 }

@@ -49,6 +49,9 @@ pub struct RelayOptions {
     pub spool: SpoolConfig,
     pub intake: IntakeOptions,
     pub clock: SharedClock,
+    /// With a token, `/metrics` is also served on the agent-facing listener to a scraper that
+    /// presents it (`Authorization: Bearer …`), so monitoring needs no site certificate.
+    pub metrics_token: Option<crate::site::admin::AdminToken>,
 }
 
 /// Checks and limits of the intake path.
@@ -180,6 +183,7 @@ pub(crate) struct RelayState {
     pub clock: SharedClock,
     pub agent_stats: std::sync::OnceLock<Arc<ListenerStats>>,
     pub forward_waiters: AtomicUsize,
+    pub metrics_token: Option<crate::site::admin::AdminToken>,
 }
 
 impl RelayState {
@@ -499,6 +503,7 @@ pub async fn start(
         clock: opts.clock,
         agent_stats: std::sync::OnceLock::new(),
         forward_waiters: AtomicUsize::new(0),
+        metrics_token: opts.metrics_token.clone(),
     });
     if let Some(p) = spool.load_policy().await? {
         info!(version = p.version, "restored policy snapshot from spool");
@@ -552,6 +557,7 @@ impl Handler for AgentFacing {
             (&Method::POST, "/v1/policy") => intake::policy(st, req).await,
             (&Method::GET, "/healthz") => Ok(text(200, "ok\n")),
             (&Method::GET, "/readyz") => Ok(readyz(st)),
+            (&Method::GET, "/metrics") => scrape(st, &req),
             (_, "/v1/submissions" | "/v1/enroll" | "/v1/policy") => Err(Refusal::MethodNotAllowed),
             _ => Err(Refusal::NotFound),
         };
@@ -581,6 +587,24 @@ impl Handler for SiteFacing {
         };
         result.unwrap_or_else(|r| r.into_response())
     }
+}
+
+/// `/metrics` on the agent-facing listener: only with a scrape token configured, and only to a
+/// request that presents it.
+fn scrape(st: &RelayState, req: &Request<Incoming>) -> Result<Response<Full<Bytes>>, Refusal> {
+    let Some(token) = &st.metrics_token else {
+        return Err(Refusal::NotFound);
+    };
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !token.matches(presented) {
+        return Err(Refusal::Unauthorized);
+    }
+    Ok(text(200, &st.render_metrics()))
 }
 
 /// Ready to take reports: the spool is open and the listeners serve (both hold once `start`

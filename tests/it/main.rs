@@ -23,6 +23,7 @@ mod metrics;
 mod outage;
 mod retention;
 mod retention_current;
+mod scrape;
 mod secrets;
 mod site_events;
 mod store;
