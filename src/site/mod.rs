@@ -196,6 +196,7 @@ pub const PARTITION_CHECK_EVERY: Duration = Duration::from_secs(3600);
 pub fn start(opts: SiteOptions) -> Result<SiteHandle, SiteError> {
     let (tx, rx) = watch::channel(false);
     let metrics = Arc::new(SiteMetrics::default());
+    metrics.retention.count_others_from(opts.clock.now_ms());
     let mut tasks = JoinSet::new();
     let mut relays = Vec::new();
     let refresh = Arc::new(Notify::new());

@@ -101,7 +101,7 @@ pub(crate) async fn write(store: &Store, reports: Vec<ReportRow>) -> Vec<ReportR
 /// Writes `reports`, then a newer report for each of their devices (received a year after
 /// [`t0`], so never aged), so that none of `reports` is what a current state rests on and the
 /// retention task may delete them.
-async fn write_superseded(store: &Store, reports: Vec<ReportRow>) -> Vec<ReportRow> {
+pub(crate) async fn write_superseded(store: &Store, reports: Vec<ReportRow>) -> Vec<ReportRow> {
     let written = write(store, reports).await;
     let mut devices: Vec<&str> = written.iter().map(|r| r.device_id.as_str()).collect();
     devices.sort_unstable();

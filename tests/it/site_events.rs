@@ -102,3 +102,70 @@ async fn the_site_counts_critical_events_in_its_metrics() {
         expected as f64
     );
 }
+
+/// A retention run from the command line (another process) shows in the site's metrics, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_run_from_the_command_line_is_counted_by_the_site() {
+    use crate::compliance_cli::{run, stderr};
+    let sys = system_on(None).await;
+    let now = mprelay::clock::now_ms();
+    crate::retention::write_superseded(
+        &sys.store,
+        vec![crate::retention::report(
+            "old",
+            now - 200 * mprelay::clock::DAY_MS,
+            State::Compliant,
+        )],
+    )
+    .await;
+    let admin = admin_client(&sys);
+    let auth = format!("Bearer {}", sys.lb.admin_token().unwrap());
+    let scrape = || {
+        let (admin, auth) = (&admin, auth.clone());
+        async move {
+            let resp = admin
+                .request(
+                    http::Method::GET,
+                    "/metrics",
+                    None,
+                    &[("authorization", &auth)],
+                )
+                .await
+                .unwrap();
+            let text = String::from_utf8(resp.body.to_vec()).unwrap();
+            crate::metrics::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+        }
+    };
+    let before = scrape().await;
+    assert!(
+        !before
+            .samples
+            .iter()
+            .any(|s| s.name == "mprelay_site_retention_runs_total"),
+        "no run yet"
+    );
+
+    let url = format!("sqlite://{}", sys.dir.path().join("site.db").display());
+    let o = run(
+        &["maintenance", "run", "--now", "--database", &url],
+        sys.dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for _ in 0..2 {
+        let m = scrape().await;
+        assert_eq!(
+            m.value(
+                "mprelay_site_retention_runs_total",
+                &[("outcome", "succeeded")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            m.value(
+                "mprelay_site_retention_rows_deleted_total",
+                &[("table", "compliance_reports")]
+            ),
+            1.0
+        );
+    }
+}
