@@ -25,6 +25,17 @@ pub fn fmt_time(ms: i64) -> String {
     }
 }
 
+/// `item/setting rN`: the configuration item revision the setting was evaluated in, kept when
+/// the names are cut to `width`.
+fn setting_cell(ci: &str, revision: u32, setting: &str, width: usize) -> String {
+    let rev = format!(" r{revision}");
+    let names = cell(
+        &format!("{ci}/{setting}"),
+        width.saturating_sub(rev.chars().count()),
+    );
+    format!("{names}{rev}")
+}
+
 /// `s` cut to `width` characters, with `…` when cut.
 fn cell(s: &str, width: usize) -> String {
     if s.chars().count() <= width {
@@ -225,7 +236,7 @@ pub fn device(d: &DeviceCompliance) -> String {
             let _ = writeln!(
                 out,
                 "  {:<48} {:<15} {:<19} {:<24} {:<18} {:<18} {}",
-                cell(&format!("{}/{}", s.ci_id, s.setting_id), 48),
+                setting_cell(&s.ci_id, s.ci_revision, &s.setting_id, 48),
                 s.state,
                 s.severity,
                 cell(&s.expected, 24),
@@ -290,7 +301,7 @@ pub fn noncompliant(name: &str, baseline_id: &str, devices: &[NoncompliantDevice
                 host,
                 sev,
                 at,
-                cell(&format!("{}/{}", s.ci_id, s.setting_id), 48),
+                setting_cell(&s.ci_id, s.ci_revision, &s.setting_id, 48),
                 cell(&s.expected, 22),
                 observed
             );
@@ -352,5 +363,10 @@ mod tests {
         assert_eq!(fmt_time(1_700_000_000_123), "2023-11-14 22:13:20Z");
         assert_eq!(cell("abcdef", 4), "abc…");
         assert_eq!(cell("abc", 4), "abc");
+        assert_eq!(
+            setting_cell("kernel", 2, "ip_forward", 48),
+            "kernel/ip_forward r2"
+        );
+        assert_eq!(setting_cell("kernel", 12, "ip_forward", 12), "kernel/… r12");
     }
 }
