@@ -213,17 +213,24 @@ pub(super) async fn report_device(store: &Store, id: &str) -> Result<(), Failure
     Ok(())
 }
 
-pub(super) async fn report_noncompliant(store: &Store, id: &str) -> Result<(), Failure> {
+pub(super) async fn report_noncompliant(
+    store: &Store,
+    id: &str,
+    state: State,
+) -> Result<(), Failure> {
     let d = store
         .baseline_detail(id)
         .await
         .context("reading compliance")?
         .ok_or_else(|| anyhow::anyhow!("no baseline {id:?} is defined or reported at this site"))?;
     let devices = store
-        .noncompliant_devices(id)
+        .failing_devices(id, state)
         .await
         .context("reading compliance")?;
-    print!("{}", tables::noncompliant(&d.overview.name, id, &devices));
+    print!(
+        "{}",
+        tables::noncompliant(&d.overview.name, id, state, &devices)
+    );
     Ok(())
 }
 

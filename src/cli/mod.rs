@@ -195,12 +195,16 @@ enum ReportCmd {
         #[command(flatten)]
         list: compliance::ListArgs,
     },
-    /// The non-compliant devices of a baseline and their failing settings.
+    /// The non-compliant devices of a baseline and their failing settings (with --state error,
+    /// the devices in error and their error settings).
     Noncompliant {
         #[command(flatten)]
         db: DbArg,
         #[arg(long)]
         baseline: String,
+        /// non_compliant (the default) or error.
+        #[arg(long)]
+        state: Option<String>,
     },
     /// Row counts of the site database.
     Counts(DbArg),
@@ -674,9 +678,15 @@ async fn report(c: ReportCmd) -> Result<(), Failure> {
             let store = open_store_read_only(&db).await?;
             compliance::report_devices(&store, &list).await
         }
-        ReportCmd::Noncompliant { db, baseline } => {
+        ReportCmd::Noncompliant {
+            db,
+            baseline,
+            state,
+        } => {
+            let state = crate::site::admin::compliance::failing_state(state.as_deref())
+                .map_err(|e| usage(format!("--{e}")))?;
             let store = open_store_read_only(&db).await?;
-            compliance::report_noncompliant(&store, &baseline).await
+            compliance::report_noncompliant(&store, &baseline, state).await
         }
         ReportCmd::Terms(db) => {
             let store = open_store_read_only(&db).await?;

@@ -260,11 +260,17 @@ pub fn device(d: &DeviceCompliance) -> String {
 }
 
 /// The non-compliant devices of a baseline and what fails on each.
-pub fn noncompliant(name: &str, baseline_id: &str, devices: &[NoncompliantDevice]) -> String {
-    let mut out = format!(
-        "Non-compliant devices for {name} ({baseline_id}): {}\n",
-        devices.len()
-    );
+pub fn noncompliant(
+    name: &str,
+    baseline_id: &str,
+    state: crate::compliance::State,
+    devices: &[NoncompliantDevice],
+) -> String {
+    let which = match state {
+        crate::compliance::State::Error => "Devices in error",
+        _ => "Non-compliant devices",
+    };
+    let mut out = format!("{which} for {name} ({baseline_id}): {}\n", devices.len());
     if devices.is_empty() {
         return out;
     }

@@ -318,7 +318,19 @@ impl Store {
         &self,
         baseline_id: &str,
     ) -> Result<Vec<NoncompliantDevice>, StoreError> {
-        let mut v = dispatch!(self, s => s.noncompliant_devices(baseline_id).await)?;
+        self.failing_devices(baseline_id, crate::compliance::State::NonCompliant)
+            .await
+    }
+
+    /// The devices whose current state for `baseline_id` is `state` (non-compliant or error),
+    /// worst severity first, with their non-compliant and error settings.
+    pub async fn failing_devices(
+        &self,
+        baseline_id: &str,
+        state: crate::compliance::State,
+    ) -> Result<Vec<NoncompliantDevice>, StoreError> {
+        let state = state.as_str();
+        let mut v = dispatch!(self, s => s.noncompliant_devices(baseline_id, state).await)?;
         let rank = |s: &str| s.parse::<crate::compliance::Severity>().ok();
         v.sort_by(|a, b| {
             rank(&b.max_severity)

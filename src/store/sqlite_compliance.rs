@@ -426,6 +426,7 @@ impl SqliteStore {
     pub(super) async fn noncompliant_devices(
         &self,
         baseline_id: &str,
+        state: &str,
     ) -> Result<Vec<NoncompliantDevice>, StoreError> {
         let rows = sqlx::query(
             "SELECT c.device_id, COALESCE(d.hostname, ''), c.baseline_revision, c.max_severity, \
@@ -436,10 +437,11 @@ impl SqliteStore {
              LEFT JOIN compliance_reports r ON r.message_id = c.message_id \
              LEFT JOIN setting_results s ON s.report_id = r.report_id \
                AND s.state IN ('non_compliant', 'error') \
-             WHERE c.baseline_id = ? AND c.state = 'non_compliant' \
+             WHERE c.baseline_id = ? AND c.state = ? \
              ORDER BY c.device_id, s.ordinal",
         )
         .bind(baseline_id)
+        .bind(state)
         .fetch_all(&self.reader)
         .await?;
         group_noncompliant(&rows)

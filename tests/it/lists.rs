@@ -263,9 +263,102 @@ async fn the_api_lists_every_state_by_cursor() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(names(&v), ["host-1", "host-3"]);
 
+    let (st, v) = get("/api/v1/compliance/noncompliant?baseline=b1&state=error".into()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["state"], "error");
+    assert_eq!(names(&v), ["host-2", "host-5"]);
+    assert_eq!(v["devices"][0]["settings"][0]["state"], "error");
+    let (st, v) = get("/api/v1/compliance/noncompliant?baseline=b1".into()).await;
+    assert_eq!(
+        (st, names(&v)),
+        (200, vec!["host-1".to_string(), "host-3".to_string()])
+    );
+
     let (st, v) = get("/api/v1/compliance/baselines/b1/devices?severity=worst".into()).await;
     assert_eq!((st, v["code"].as_str()), (400, Some("malformed")), "{v}");
     assert!(v["message"].as_str().unwrap().contains("severity"), "{v}");
     let (st, _) = get("/api/v1/compliance/baselines/nope/devices".into()).await;
     assert_eq!(st, 404);
+
+    // The console's baseline page shows the devices in error with their error settings.
+    let auth = format!("Bearer {token}");
+    let r = c
+        .request(
+            http::Method::GET,
+            "/console/baselines/b1",
+            None,
+            &[("authorization", &auth)],
+        )
+        .await
+        .unwrap();
+    let page = String::from_utf8(r.body.to_vec()).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(page.contains("<h2>Devices in error (2)</h2>"), "{page}");
+    assert_eq!(
+        page.matches("<section class=\"error-device\"").count(),
+        2,
+        "{page}"
+    );
+    assert!(page.contains("permission denied"), "{page}");
+}
+
+crate::both_backends!(error_devices_are_listed_with_their_error_settings);
+async fn error_devices_are_listed_with_their_error_settings(db: TestDb) {
+    let store = db.store().await;
+    seven_devices(&store).await;
+    let errors = store.failing_devices("b1", State::Error).await.unwrap();
+    let hosts: Vec<_> = errors.iter().map(|d| d.hostname.as_str()).collect();
+    assert_eq!(hosts, ["host-2", "host-5"]);
+    for d in &errors {
+        assert_eq!(d.settings.len(), 1, "{d:?}");
+        assert_eq!(d.settings[0].state, "error");
+        assert_eq!(d.settings[0].error, "permission denied");
+    }
+    let failing = store.noncompliant_devices("b1").await.unwrap();
+    let hosts: Vec<_> = failing.iter().map(|d| d.hostname.as_str()).collect();
+    assert_eq!(hosts, ["host-1", "host-3"]);
+
+    // The same from the API's and the command line's non-compliant reports.
+    use crate::compliance_cli::{run, stderr, stdout};
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        &[
+            "report",
+            "noncompliant",
+            "--database",
+            &db.url,
+            "--baseline",
+            "b1",
+            "--state",
+            "error",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.starts_with("Devices in error for Baseline b1 (b1): 2\n"),
+        "{text}"
+    );
+    assert!(text.contains("error: permission denied"), "{text}");
+    assert!(text.contains("host-5"), "{text}");
+    let o = run(
+        &[
+            "report",
+            "noncompliant",
+            "--database",
+            &db.url,
+            "--baseline",
+            "b1",
+            "--state",
+            "compliant",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--state: \"compliant\" has no failing settings"),
+        "{}",
+        stderr(&o)
+    );
 }

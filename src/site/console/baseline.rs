@@ -8,7 +8,9 @@ use http::StatusCode;
 use super::html::{esc, hostname, page, settings_table, time, url_part};
 use super::respond::{csrf, db_failed, html_response, not_found};
 use super::svg;
+use crate::compliance::State;
 use crate::site::admin::router::{Ctx, Reply};
+use crate::store::NoncompliantDevice;
 
 /// Non-compliant devices shown with their settings on the baseline's page; the rest are on the
 /// paged list its counts link to.
@@ -27,9 +29,12 @@ pub(super) async fn baseline(ctx: Ctx) -> Reply {
         }
         Err(e) => return Ok(db_failed(&ctx, e)),
     };
-    let failing = match store.noncompliant_devices(&id).await {
-        Ok(d) => d,
-        Err(e) => return Ok(db_failed(&ctx, e)),
+    let (failing, errors) = match (
+        store.noncompliant_devices(&id).await,
+        store.failing_devices(&id, State::Error).await,
+    ) {
+        (Ok(f), Ok(e)) => (f, e),
+        (Err(e), _) | (_, Err(e)) => return Ok(db_failed(&ctx, e)),
     };
     let o = &detail.overview;
     let mut b = String::new();
@@ -84,23 +89,59 @@ pub(super) async fn baseline(ctx: Ctx) -> Reply {
         );
     }
     b.push_str("</table>");
-    let _ = write!(b, "<h2>Non-compliant devices ({})</h2>", failing.len());
-    if failing.is_empty() {
-        b.push_str("<p>None: every device that reported is compliant or not applicable.</p>");
+    failing_section(
+        &mut b,
+        &id,
+        State::NonCompliant,
+        &failing,
+        "device",
+        "None: every device that reported is compliant or not applicable.",
+    );
+    failing_section(
+        &mut b,
+        &id,
+        State::Error,
+        &errors,
+        "error-device",
+        "None: no device failed to evaluate this baseline.",
+    );
+    Ok(html_response(
+        StatusCode::OK,
+        page(&format!("Baseline {}", o.name), csrf(&ctx), &b),
+    ))
+}
+
+/// The worst devices of the baseline in `state`, each with what fails on it, and a link to the
+/// paged list of all of them.
+fn failing_section(
+    b: &mut String,
+    baseline_id: &str,
+    state: State,
+    devices: &[NoncompliantDevice],
+    class: &str,
+    none: &str,
+) {
+    let label = match state {
+        State::Error => "Devices in error",
+        _ => "Non-compliant devices",
+    };
+    let _ = write!(b, "<h2>{label} ({})</h2>", devices.len());
+    if devices.is_empty() {
+        let _ = write!(b, "<p>{none}</p>");
     }
-    if failing.len() > INLINE_FAILING {
+    if devices.len() > INLINE_FAILING {
         let _ = write!(
             b,
             "<p>The {INLINE_FAILING} with the worst severity, with what fails on them; \
-             <a class=\"all-failing\" href=\"{}\">all {} non-compliant devices</a>.</p>",
-            super::lists::state_href(&id, "non_compliant"),
-            failing.len()
+             <a class=\"all-failing\" href=\"{}\">all {} of them</a>.</p>",
+            super::lists::state_href(baseline_id, state.as_str()),
+            devices.len()
         );
     }
-    for d in failing.iter().take(INLINE_FAILING) {
+    for d in devices.iter().take(INLINE_FAILING) {
         let _ = write!(
             b,
-            "<section class=\"device\" data-device=\"{id}\"><h3>\
+            "<section class=\"{class}\" data-device=\"{id}\"><h3>\
              <a class=\"device-link\" href=\"/console/devices/{href}\">{host}</a> \
              <small>{id}</small></h3><p>Worst severity <strong>{sev}</strong>, \
              baseline revision {rev}, evaluated {at}.</p>{settings}</section>",
@@ -113,8 +154,4 @@ pub(super) async fn baseline(ctx: Ctx) -> Reply {
             settings = settings_table(&d.settings),
         );
     }
-    Ok(html_response(
-        StatusCode::OK,
-        page(&format!("Baseline {}", o.name), csrf(&ctx), &b),
-    ))
 }

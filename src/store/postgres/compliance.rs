@@ -441,6 +441,7 @@ impl PostgresStore {
     pub(crate) async fn noncompliant_devices(
         &self,
         baseline_id: &str,
+        state: &str,
     ) -> Result<Vec<NoncompliantDevice>, StoreError> {
         let rows = sqlx::query(
             "SELECT c.device_id, COALESCE(d.hostname, ''), c.baseline_revision::bigint, \
@@ -452,10 +453,11 @@ impl PostgresStore {
              LEFT JOIN report_message_ids m ON m.message_id = c.message_id \
              LEFT JOIN setting_results s ON s.report_id = m.report_id \
                AND s.received_ms = m.received_ms AND s.state IN ('non_compliant', 'error') \
-             WHERE c.baseline_id = $1 AND c.state = 'non_compliant' \
+             WHERE c.baseline_id = $1 AND c.state = $2 \
              ORDER BY c.device_id, s.ordinal",
         )
         .bind(baseline_id)
+        .bind(state)
         .fetch_all(self.pool())
         .await?;
         group_noncompliant(&rows)
