@@ -306,10 +306,16 @@ impl Loaded<RelayFile> {
             clock: crate::clock::system(),
             metrics_token: match &f.metrics.token_file {
                 None => None,
-                Some(p) => Some(
-                    crate::site::admin::AdminToken::load(&self.path(p))
-                        .map_err(|e| self.invalid("metrics.token_file", e.to_string()))?,
-                ),
+                Some(p) => {
+                    let path = self.path(p);
+                    Some(crate::site::admin::AdminToken::load(&path).map_err(|e| {
+                        let why = match e {
+                            crate::site::admin::AdminError::Token { why, .. } => why,
+                            other => other.to_string(),
+                        };
+                        self.invalid("metrics.token_file", format!("{}: {why}", path.display()))
+                    })?)
+                }
             },
         })
     }

@@ -58,3 +58,26 @@ async fn without_a_token_the_agent_listener_serves_no_metrics() {
     assert_eq!(st, 200);
     assert!(text.contains("mprelay_relay_accepted_total 0"), "{text}");
 }
+
+#[test]
+fn a_scrape_token_readable_by_others_is_refused_naming_the_setting() {
+    use std::os::unix::fs::PermissionsExt;
+
+    use crate::compliance_cli::{run, stderr, workspace};
+    let dir = workspace();
+    let token = dir.path().join("certs/metrics.token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = dir.path().join("examples/relay.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("# token_file = ", "token_file = ");
+    std::fs::write(&cfg, text).unwrap();
+    let o = run(&["relay", "--config", "examples/relay.toml"], dir.path());
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("metrics.token_file") && e.contains("0600"),
+        "{e}"
+    );
+}
