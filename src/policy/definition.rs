@@ -29,7 +29,7 @@
 //! remediate = true                      # fix settings that allow it (never for prohibited)
 //! ```
 //!
-//! Evaluator kinds and their parameters are listed in [`crate::agent::eval`]; rule operators in
+//! Evaluator kinds and their parameters are listed in [`crate::compliance::check`]; rule operators in
 //! [`crate::compliance::rule`]. A rule's `value` is a string or a number (for `one_of`, a list).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -39,8 +39,8 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::agent::eval::{Check, DefinitionError};
 use crate::compliance::Severity;
+use crate::compliance::check::{Check, DefinitionError};
 use crate::compliance::report::{MAX_ID, is_definition_id};
 use crate::compliance::rule::{RuleError, format_mode, parse_mode};
 use crate::proto;
