@@ -33,3 +33,4 @@ mod store;
 mod terms;
 mod terms_per_user;
 mod test_command;
+mod verify;
