@@ -23,6 +23,7 @@ mod keys;
 mod lists;
 mod metrics;
 mod outage;
+mod report_format;
 mod retention;
 mod retention_current;
 mod scrape;

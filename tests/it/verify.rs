@@ -8,6 +8,7 @@ use mprelay::ids::MessageId;
 use mprelay::proto::{self, ForwardBatch, ForwardRecord, Submission, forward_record::Record};
 use mprelay::site::decode::{decode_batch, split_batch};
 use mprelay::spool::encode_forward_batch;
+use mprelay::store::Store;
 use prost::Message;
 use serde_json::{Value, json};
 
@@ -44,6 +45,50 @@ fn signed_record(signer: &DeviceSigner, seq: u64) -> (String, Vec<u8>) {
     (message_id, record)
 }
 
+/// Stores `n` reports of `signer`'s (after its enrollment as `hostname`, when given) through
+/// the site's decode and write path, as one forwarded batch; returns their message ids.
+pub(crate) async fn store_reports(
+    store: &Store,
+    signer: &DeviceSigner,
+    hostname: Option<&str>,
+    n: u64,
+) -> Vec<String> {
+    let mut numbered: Vec<(u64, Vec<u8>)> = Vec::new();
+    if let Some(hostname) = hostname {
+        let enrollment = ForwardRecord {
+            seq: 1,
+            message_id: MessageId::new().to_string(),
+            received_unix_ms: 1_700_000_000_000,
+            record: Some(Record::Enrollment(proto::DeviceEnrollment {
+                device_id: signer.device_id().hex(),
+                device_public_key: signer.public_key().as_bytes().to_vec(),
+                key_epoch: 1,
+                hostname: hostname.into(),
+                os: "Linux".into(),
+                ..Default::default()
+            })),
+        };
+        numbered.push((1, enrollment.encode_to_vec()));
+    }
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let seq = numbered.len() as u64 + 1;
+        let (id, record) = signed_record(signer, seq);
+        ids.push(id);
+        numbered.push((seq, record));
+    }
+    let header = ForwardBatch {
+        relay_id: "relay-a".into(),
+        spool_id: "spool-a".into(),
+        ..Default::default()
+    };
+    let raw = split_batch(encode_forward_batch(&header, &numbered).into()).unwrap();
+    let (wb, _) = decode_batch(&raw, "https://relay-a:8444", 0, true);
+    assert_eq!((wb.reports.len(), wb.quarantined.len()), (n as usize, 0));
+    store.write_batch(&wb).await.unwrap();
+    ids
+}
+
 /// `report verify ARGS… --format json` on `db`: exit status and the JSON document.
 fn verify_json(db: &TestDb, args: &[&str]) -> (i32, Value) {
     let dir = tempfile::tempdir().unwrap();
@@ -59,22 +104,8 @@ async fn verify_catches_a_changed_row_and_a_changed_signature(db: TestDb) {
     let store = db.store().await;
     let signer = DeviceSigner::from_seed(&[7; 32]);
     let device = signer.device_id().hex();
-    let records: Vec<(String, Vec<u8>)> = (1..=3).map(|seq| signed_record(&signer, seq)).collect();
-    let header = ForwardBatch {
-        relay_id: "relay-a".into(),
-        spool_id: "spool-a".into(),
-        ..Default::default()
-    };
-    let numbered: Vec<(u64, Vec<u8>)> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (_, r))| (i as u64 + 1, r.clone()))
-        .collect();
-    let raw = split_batch(encode_forward_batch(&header, &numbered).into()).unwrap();
-    let (wb, _) = decode_batch(&raw, "https://relay-a:8444", 0, true);
-    assert_eq!((wb.reports.len(), wb.quarantined.len()), (3, 0));
-    store.write_batch(&wb).await.unwrap();
-    let [clean, row_changed, signature_changed] = [0, 1, 2].map(|i| records[i].0.clone());
+    let records = store_reports(&store, &signer, None, 3).await;
+    let [clean, row_changed, signature_changed] = [0, 1, 2].map(|i| records[i].clone());
 
     // As stored by the site, every report verifies, in the table as in JSON.
     let dir = tempfile::tempdir().unwrap();
