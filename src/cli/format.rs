@@ -69,7 +69,11 @@ impl Csv {
 
     /// Adds a record; it has as many fields as the header.
     pub fn row(&mut self, fields: &[&dyn Display]) {
-        debug_assert_eq!(fields.len(), self.columns, "a CSV row has the header's fields");
+        debug_assert_eq!(
+            fields.len(),
+            self.columns,
+            "a CSV row has the header's fields"
+        );
         self.push(fields.iter().copied());
     }
 

@@ -17,8 +17,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tracing::info;
 
-use crate::agent::Agent;
 use self::format::FormatArg;
+use crate::agent::Agent;
 use crate::config::{self, AgentFile, ConfigError, RelayFile, SiteFile};
 use crate::store::Store;
 

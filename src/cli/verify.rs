@@ -96,7 +96,11 @@ fn table(verdicts: &[Verdict]) -> String {
             let _ = writeln!(out, "{} verified", v.message_id);
             continue;
         }
-        let _ = writeln!(out, "{} NOT verified (device {})", v.message_id, v.device_id);
+        let _ = writeln!(
+            out,
+            "{} NOT verified (device {})",
+            v.message_id, v.device_id
+        );
         if let Some(p) = &v.problem {
             let _ = writeln!(out, "  {p}");
         }

@@ -93,7 +93,11 @@ pub fn verdict(report: &ReportView, settings: &[SettingView], key: Option<&[u8]>
 }
 
 /// The fields of the stored rows that differ from the signed report.
-fn differences(report: &ReportView, settings: &[SettingView], signed: &ReportRow) -> Vec<Difference> {
+fn differences(
+    report: &ReportView,
+    settings: &[SettingView],
+    signed: &ReportRow,
+) -> Vec<Difference> {
     let ru = &signed.rollup;
     let stored_fields: [(&str, Value); 14] = [
         ("message_id", report.message_id.clone().into()),

@@ -78,7 +78,10 @@ async fn reports_print_json_and_csv(db: TestDb) {
     let doc: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(doc["baselines"][0]["devices"], 1);
     let (_, csv) = report(&db, &["compliance", "--format", "csv"]);
-    assert!(csv.starts_with("baseline_id,name,revision,devices,"), "{csv}");
+    assert!(
+        csv.starts_with("baseline_id,name,revision,devices,"),
+        "{csv}"
+    );
     let (_, csv) = report(&db, &["terms", "--format", "csv"]);
     assert_eq!(
         csv,

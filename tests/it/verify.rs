@@ -92,7 +92,14 @@ pub(crate) async fn store_reports(
 /// `report verify ARGS… --format json` on `db`: exit status and the JSON document.
 fn verify_json(db: &TestDb, args: &[&str]) -> (i32, Value) {
     let dir = tempfile::tempdir().unwrap();
-    let mut all = vec!["report", "verify", "--database", &db.url, "--format", "json"];
+    let mut all = vec![
+        "report",
+        "verify",
+        "--database",
+        &db.url,
+        "--format",
+        "json",
+    ];
     all.extend_from_slice(args);
     let out = run(&all, dir.path());
     let doc = serde_json::from_str(&stdout(&out))
