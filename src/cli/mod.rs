@@ -2,9 +2,12 @@
 //! 1 for other failures; errors go to stderr as one sentence naming the file, field or value.
 
 mod compliance;
+pub mod format;
 mod maintenance;
+mod records;
 pub mod tables;
 mod terms;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +17,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tracing::info;
 
+use self::format::FormatArg;
 use crate::agent::Agent;
 use crate::config::{self, AgentFile, ConfigError, RelayFile, SiteFile};
 use crate::store::Store;
@@ -200,6 +204,8 @@ enum ReportCmd {
         db: DbArg,
         #[arg(long)]
         baseline: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
     },
     /// One device: state, settings (expected, observed, remediated) and history per baseline.
     Device {
@@ -207,6 +213,8 @@ enum ReportCmd {
         db: DbArg,
         /// The device id (32 hex characters).
         id: String,
+        #[command(flatten)]
+        format: FormatArg,
     },
     /// Devices, a page at a time: every device, or with --baseline that baseline's devices and
     /// their state for it; narrowed by state, worst severity, OS and a search.
@@ -215,6 +223,8 @@ enum ReportCmd {
         db: DbArg,
         #[command(flatten)]
         list: compliance::ListArgs,
+        #[command(flatten)]
+        format: FormatArg,
     },
     /// The non-compliant devices of a baseline and their failing settings (with --state error,
     /// the devices in error and their error settings).
@@ -226,12 +236,28 @@ enum ReportCmd {
         /// non_compliant (the default) or error.
         #[arg(long)]
         state: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
     },
     /// Row counts of the site database.
-    Counts(DbArg),
+    Counts {
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        format: FormatArg,
+    },
     /// Terms acceptances: per user and device, the version accepted, when, and whether it is
     /// the one in force.
-    Terms(DbArg),
+    Terms {
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Prove what a device sent: check a stored report's signature over its stored signed bytes
+    /// with the device's key and compare what was signed with the rows stored. Exit status 0
+    /// when every report verifies, 1 when any differs or its signature fails.
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -798,40 +824,57 @@ fn database_url(a: &DbArg) -> Result<String, Failure> {
 
 async fn report(c: ReportCmd) -> Result<(), Failure> {
     match c {
-        ReportCmd::Compliance { db, baseline } => {
+        ReportCmd::Compliance {
+            db,
+            baseline,
+            format,
+        } => {
             let store = open_store_read_only(&db).await?;
-            compliance::report_compliance(&store, baseline.as_deref()).await
+            compliance::report_compliance(&store, baseline.as_deref(), format.format).await
         }
-        ReportCmd::Device { db, id } => {
+        ReportCmd::Device { db, id, format } => {
             let store = open_store_read_only(&db).await?;
-            compliance::report_device(&store, &id).await
+            compliance::report_device(&store, &id, format.format).await
         }
-        ReportCmd::Devices { db, list } => {
+        ReportCmd::Devices { db, list, format } => {
             let store = open_store_read_only(&db).await?;
-            compliance::report_devices(&store, &list).await
+            compliance::report_devices(&store, &list, format.format).await
         }
         ReportCmd::Noncompliant {
             db,
             baseline,
             state,
+            format,
         } => {
             let state = crate::site::admin::compliance::failing_state(state.as_deref())
                 .map_err(|e| usage(format!("--{e}")))?;
             let store = open_store_read_only(&db).await?;
-            compliance::report_noncompliant(&store, &baseline, state).await
+            compliance::report_noncompliant(&store, &baseline, state, format.format).await
         }
-        ReportCmd::Terms(db) => {
+        ReportCmd::Terms { db, format } => {
             let store = open_store_read_only(&db).await?;
-            terms::report_terms(&store).await
+            terms::report_terms(&store, format.format).await
         }
-        ReportCmd::Counts(a) => {
-            let store = open_store_read_only(&a).await?;
+        ReportCmd::Counts { db, format } => {
+            let store = open_store_read_only(&db).await?;
             let c = store.counts().await.context("counting")?;
-            println!(
-                "devices {}\nreports {}\nsetting results {}\nterms acceptances {}\nquarantined records {}",
-                c.devices, c.reports, c.settings, c.acceptances, c.quarantined
+            print!(
+                "{}",
+                format::render(
+                    format.format,
+                    || format!(
+                        "devices {}\nreports {}\nsetting results {}\nterms acceptances {}\nquarantined records {}\n",
+                        c.devices, c.reports, c.settings, c.acceptances, c.quarantined
+                    ),
+                    || records::counts_json(&c),
+                    || records::counts_csv(&c),
+                )
             );
             Ok(())
+        }
+        ReportCmd::Verify(a) => {
+            let store = open_store_read_only(&a.db).await?;
+            verify::report_verify(&store, &a).await
         }
     }
 }
