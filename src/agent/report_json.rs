@@ -113,7 +113,7 @@ pub fn parse(text: &str) -> Result<ComplianceReport, String> {
         evaluated_unix_ms: r.evaluated_unix_ms.unwrap_or_else(clock::now_ms),
         configuration_items: cis,
     };
-    crate::relay::validate_report(&report).map_err(|e| e.message())?;
+    crate::compliance::report::validate_report(&report).map_err(|e| e.message())?;
     Ok(report)
 }
 

@@ -19,6 +19,7 @@
 //!   are reported compliant. Expected values read `prohibited: …`. Prohibited items are never
 //!   remediated.
 
+pub mod report;
 pub mod rule;
 
 use std::fmt;

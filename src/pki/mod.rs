@@ -290,9 +290,10 @@ pub fn init(dir: &Path, hosts: &[String]) -> Result<InitReport, PkiError> {
         &paths.enrollment_secret(),
         format!("{}\n", hex::encode(rand::random::<[u8; 24]>())).as_bytes(),
     )?;
+    // The admin API's bearer token: 64 hex characters, well past what the API accepts.
     write_secret(
         &paths.admin_token(),
-        format!("{}\n", crate::site::admin::generate_token()).as_bytes(),
+        format!("{}\n", hex::encode(rand::random::<[u8; 32]>())).as_bytes(),
     )?;
     Ok(InitReport {
         files: all.to_vec(),

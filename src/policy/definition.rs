@@ -41,6 +41,7 @@ use toml::Spanned;
 
 use crate::agent::eval::{Check, DefinitionError};
 use crate::compliance::Severity;
+use crate::compliance::report::{MAX_ID, is_definition_id};
 use crate::compliance::rule::{RuleError, format_mode, parse_mode};
 use crate::proto;
 
@@ -412,16 +413,12 @@ fn check_id(
     errors: &mut Vec<FileError>,
 ) -> bool {
     let v = id.get_ref();
-    let ok = !v.is_empty()
-        && v.len() <= 128
-        && v.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    let ok = is_definition_id(v);
     if !ok {
         errors.push(lines.error(
             id.span(),
             format!("{what}.id"),
-            format!("{v:?} is not an id: use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"),
+            format!("{v:?} is not an id: use 1 to {MAX_ID} letters, digits, '.', '_' or '-', starting with a letter or digit"),
         ));
     }
     ok

@@ -14,22 +14,18 @@ use tracing::{debug, error, info};
 
 use super::{RelayState, wirecheck};
 use crate::clock::DAY_MS;
+use crate::compliance::report::{check_no_nul, validate_report};
 use crate::envelope::{self, Opened};
 use crate::ids::{DeviceId, DevicePublicKey, MessageId};
 use crate::net::Peer;
 use crate::net::server::{check_content_length, read_body};
 use crate::proto::{
-    self, ComplianceReport, DeviceEnrollment, EnrollRequest, EnrollResponse, ForwardRecord,
-    PolicyResponse, Submission, SubmissionReceipt, TermsAcceptance, VerifiedSubmission,
-    forward_record, submission::Body,
+    self, DeviceEnrollment, EnrollRequest, EnrollResponse, ForwardRecord, PolicyResponse,
+    Submission, SubmissionReceipt, TermsAcceptance, VerifiedSubmission, forward_record,
+    submission::Body,
 };
 use crate::spool::{Appended, NewRecord, SpoolError};
 use crate::wire::{Refusal, protobuf_response};
-
-/// Longest text field an agent may send (hostnames, values, rule texts, errors).
-pub(super) const MAX_TEXT: usize = 4096;
-/// Most settings one report may carry.
-pub(super) const MAX_SETTINGS: usize = 10_000;
 
 type Resp = Result<Response<Full<Bytes>>, Refusal>;
 
@@ -289,87 +285,6 @@ async fn spool_record(
             Err(Refusal::Overloaded { retry_after })
         }
     }
-}
-
-fn check_text(field: &str, v: &str) -> Result<(), Refusal> {
-    if v.len() > MAX_TEXT {
-        return Err(Refusal::InvalidReport(format!(
-            "{field} is longer than {MAX_TEXT} bytes"
-        )));
-    }
-    check_no_nul(field, v)
-}
-
-fn check_id(field: &str, v: &str) -> Result<(), Refusal> {
-    if v.is_empty() || v.len() > 128 {
-        return Err(Refusal::InvalidReport(format!(
-            "{field} must be 1 to 128 bytes"
-        )));
-    }
-    check_no_nul(field, v)
-}
-
-/// A NUL character cannot be stored in a PostgreSQL text column: refused here, where the agent
-/// is told, rather than failing the site's write of a whole batch.
-fn check_no_nul(field: &str, v: &str) -> Result<(), Refusal> {
-    if v.contains('\0') {
-        return Err(Refusal::InvalidReport(format!(
-            "{field} contains a NUL character"
-        )));
-    }
-    Ok(())
-}
-
-/// The body checks: ids present, enums known, sizes bounded.
-pub(crate) fn validate_report(r: &ComplianceReport) -> Result<(), Refusal> {
-    check_id("baseline_id", &r.baseline_id)?;
-    check_text("baseline_name", &r.baseline_name)?;
-    if r.evaluated_unix_ms <= 0 {
-        return Err(Refusal::InvalidReport(
-            "evaluated_unix_ms is missing".into(),
-        ));
-    }
-    let mut settings = 0usize;
-    for ci in &r.configuration_items {
-        check_id("ci_id", &ci.ci_id)?;
-        check_text("ci_name", &ci.ci_name)?;
-        if proto::Membership::try_from(ci.membership).is_err() {
-            return Err(Refusal::InvalidReport(format!(
-                "configuration item {:?} has an unknown membership",
-                ci.ci_id
-            )));
-        }
-        for s in &ci.settings {
-            settings += 1;
-            check_id("setting_id", &s.setting_id)?;
-            if proto::ComplianceState::try_from(s.state).is_err() {
-                return Err(Refusal::InvalidReport(format!(
-                    "setting {:?} has an unknown state {}",
-                    s.setting_id, s.state
-                )));
-            }
-            if proto::Severity::try_from(s.severity).is_err() {
-                return Err(Refusal::InvalidReport(format!(
-                    "setting {:?} has an unknown severity {}",
-                    s.setting_id, s.severity
-                )));
-            }
-            check_text("expected", &s.expected)?;
-            check_text("error", &s.error)?;
-            for v in [&s.observed_before, &s.observed_after]
-                .into_iter()
-                .flatten()
-            {
-                check_text("observed value", v)?;
-            }
-        }
-    }
-    if settings > MAX_SETTINGS {
-        return Err(Refusal::InvalidReport(format!(
-            "more than {MAX_SETTINGS} settings in one report"
-        )));
-    }
-    Ok(())
 }
 
 pub(crate) fn validate_acceptance(t: &TermsAcceptance) -> Result<(), Refusal> {

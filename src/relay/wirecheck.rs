@@ -4,14 +4,14 @@
 //! bytes as they came.
 //!
 //! This reader is a fast path, never the judge: it says yes only when decoding with prost
-//! would succeed and [`super::validate_report`] would accept the result. Anything it does not
+//! would succeed and [`crate::compliance::report::validate_report`] would accept the result. Anything it does not
 //! plainly understand — a wrong wire type, a field given twice, a group, invalid UTF-8, a
 //! failed check — makes it say no, and the caller then runs the full decode and checks, whose
 //! refusal is the one the agent gets.
 
 use prost::encoding::{WireType, decode_key, decode_varint};
 
-use super::intake::{MAX_SETTINGS, MAX_TEXT};
+use crate::compliance::report::{MAX_SETTINGS, is_report_id, is_report_text};
 use crate::proto;
 
 /// The top-level fields of a `Submission` whose body is a compliance report.
@@ -76,7 +76,10 @@ fn report_ok(mut b: &[u8]) -> Option<()> {
             return None;
         }
     }
-    (id_ok(baseline_id) && text_ok(baseline_name) && evaluated > 0 && settings <= MAX_SETTINGS)
+    (is_report_id(baseline_id)
+        && is_report_text(baseline_name)
+        && evaluated > 0
+        && settings <= MAX_SETTINGS)
         .then_some(())
 }
 
@@ -105,8 +108,10 @@ fn ci_ok(mut b: &[u8]) -> Option<usize> {
             return None;
         }
     }
-    (id_ok(ci_id) && text_ok(ci_name) && proto::Membership::try_from(membership).is_ok())
-        .then_some(settings)
+    (is_report_id(ci_id)
+        && is_report_text(ci_name)
+        && proto::Membership::try_from(membership).is_ok())
+    .then_some(settings)
 }
 
 fn setting_ok(mut b: &[u8]) -> Option<()> {
@@ -120,7 +125,7 @@ fn setting_ok(mut b: &[u8]) -> Option<()> {
             (2, WireType::Varint) => state = decode_varint(&mut b).ok()? as i32,
             (3, WireType::Varint) => severity = decode_varint(&mut b).ok()? as i32,
             // expected, observed before, observed after, error: bounded texts.
-            (4..=6 | 8, WireType::LengthDelimited) => texts_ok &= text_ok(text(&mut b)?),
+            (4..=6 | 8, WireType::LengthDelimited) => texts_ok &= is_report_text(text(&mut b)?),
             (7, WireType::Varint) => {
                 decode_varint(&mut b).ok()?;
             }
@@ -130,7 +135,7 @@ fn setting_ok(mut b: &[u8]) -> Option<()> {
         once(&mut seen, tag)?;
     }
     (texts_ok
-        && id_ok(setting_id)
+        && is_report_id(setting_id)
         && proto::ComplianceState::try_from(state).is_ok()
         && proto::Severity::try_from(severity).is_ok())
     .then_some(())
@@ -148,14 +153,6 @@ fn once(seen: &mut u32, tag: u32) -> Option<()> {
     }
     *seen |= bit;
     Some(())
-}
-
-fn id_ok(v: &str) -> bool {
-    !v.is_empty() && v.len() <= 128 && !v.contains('\0')
-}
-
-fn text_ok(v: &str) -> bool {
-    v.len() <= MAX_TEXT && !v.contains('\0')
 }
 
 fn bytes<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
@@ -192,6 +189,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
+    use crate::compliance::report::MAX_TEXT;
     use crate::proto::{Submission, submission::Body};
 
     fn encode(report: proto::ComplianceReport) -> Vec<u8> {
@@ -213,7 +211,7 @@ mod tests {
                 Ok(Submission {
                     body: Some(Body::ComplianceReport(r)),
                     ..
-                }) => super::super::validate_report(&r).is_ok(),
+                }) => crate::compliance::report::validate_report(&r).is_ok(),
                 _ => false,
             }
         };

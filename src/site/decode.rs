@@ -191,7 +191,7 @@ fn add_record(wb: &mut WriteBatch, rec: &ForwardRecord, verify: bool) -> Result<
             });
             match &sub.body {
                 Some(Body::ComplianceReport(r)) => {
-                    crate::relay::validate_report(r).map_err(|e| e.message())?;
+                    crate::compliance::report::validate_report(r).map_err(|e| e.message())?;
                     let row = report_row(&wb.relay_id, rec, &sub, message_id, r, v);
                     wb.reports.push(row);
                     Ok(())

@@ -65,8 +65,8 @@ impl BareTables {
                 // Checkpointed like the writer's batches, so neither gets the other's for free.
                 s.before_write().await?;
                 let mut tx = s.writer_pool().begin_with("BEGIN IMMEDIATE").await?;
-                sqlite::insert_reports(&mut tx, REPORTS, &numbered, now).await?;
-                let n = sqlite::insert_settings(&mut tx, SETTINGS, &numbered).await?;
+                sqlite::write::insert_reports(&mut tx, REPORTS, &numbered, now).await?;
+                let n = sqlite::write::insert_settings(&mut tx, SETTINGS, &numbered).await?;
                 tx.commit().await?;
                 s.after_write();
                 Ok(n)

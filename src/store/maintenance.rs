@@ -1,108 +1,40 @@
 //! Site maintenance task settings. Delete Aged Configuration Management Data is the task whose
 //! `delete_older_than_days` is the site's retention age in force: the policy carries it to the
-//! relays (which refuse older reports as stale) and the privacy page states it.
+//! relays (which refuse older reports as stale) and the privacy page states it. The SQL is the
+//! same on both backends.
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
+use super::rows::{maintenance_run_row, maintenance_task_row, select_maintenance_runs};
+use super::types::{DELETE_AGED_CM_DATA, MaintenanceRun, MaintenanceTask, RunStatus, RunTrigger};
 use super::{Store, StoreError};
-
-/// The name of the retention task.
-pub const DELETE_AGED_CM_DATA: &str = "delete_aged_configuration_management_data";
-
-/// A maintenance task's settings as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MaintenanceTask {
-    pub name: String,
-    pub enabled: bool,
-    /// 1 to 3650.
-    pub delete_older_than_days: u32,
-    /// Lowercase three-letter days, e.g. `["sat"]`.
-    pub days_of_week: Vec<String>,
-    /// "HH:MM" in `time_zone`.
-    pub begin_time: String,
-    pub latest_begin_time: String,
-    /// IANA time zone name.
-    pub time_zone: String,
-    pub updated_ms: i64,
-}
-
-/// How a run came about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunTrigger {
-    Schedule,
-    Manual,
-}
-
-impl RunTrigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunTrigger::Schedule => "schedule",
-            RunTrigger::Manual => "manual",
-        }
-    }
-}
-
-/// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    Running,
-    Succeeded,
-    Failed,
-    /// Found still `running` by a later run: the process running it died.
-    Interrupted,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Interrupted => "interrupted",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self, StoreError> {
-        Ok(match s {
-            "running" => RunStatus::Running,
-            "succeeded" => RunStatus::Succeeded,
-            "failed" => RunStatus::Failed,
-            "interrupted" => RunStatus::Interrupted,
-            other => return Err(StoreError::Corrupt(format!("unknown run status {other:?}"))),
-        })
-    }
-}
-
-/// One run of a maintenance task, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MaintenanceRun {
-    pub run_id: i64,
-    pub task: String,
-    pub trigger: String,
-    pub status: RunStatus,
-    pub started_ms: i64,
-    pub ended_ms: Option<i64>,
-    pub cutoff_ms: i64,
-    /// Rows deleted per table.
-    pub rows_deleted: BTreeMap<String, u64>,
-    pub total_deleted: u64,
-    pub error: Option<String>,
-}
+use crate::clock;
 
 impl Store {
     /// The settings of the named maintenance task.
     pub async fn maintenance_task(&self, name: &str) -> Result<MaintenanceTask, StoreError> {
-        dispatch!(self, s => s.maintenance_task(name).await)
+        read!(self, pool => {
+            let r = sqlx::query(
+                "SELECT name, enabled, delete_older_than_days, days_of_week, begin_time, \
+                 latest_begin_time, time_zone, updated_ms FROM maintenance_tasks WHERE name = $1",
+            )
+            .bind(name)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("maintenance task {name:?} is missing")))?;
+            maintenance_task_row(&r)
+        })
     }
 
     /// Stores new settings for a task (the caller validated them). Raises the policy version,
     /// since the retention age travels in the policy.
     pub async fn update_maintenance_task(&self, task: &MaintenanceTask) -> Result<(), StoreError> {
-        dispatch!(self, s => s.update_maintenance_task(task).await)
+        dispatch_sql!(self, s, sql => {
+            let mut tx = s.begin_policy_change().await?;
+            sql::update_task(&mut tx, task).await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Records the start of a run; returns its id. Runs left `running` by a dead process are
@@ -114,7 +46,29 @@ impl Store {
         started_ms: i64,
         cutoff_ms: i64,
     ) -> Result<i64, StoreError> {
-        dispatch!(self, s => s.start_maintenance_run(task, trigger, started_ms, cutoff_ms).await)
+        dispatch!(self, s => {
+            let mut tx = s.begin_write().await?;
+            sqlx::query(
+                "UPDATE maintenance_runs SET status = 'interrupted', ended_ms = $1 \
+                 WHERE task = $2 AND status = 'running'",
+            )
+            .bind(started_ms)
+            .bind(task)
+            .execute(&mut *tx)
+            .await?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO maintenance_runs (task, trigger, status, started_ms, cutoff_ms) \
+                 VALUES ($1, $2, 'running', $3, $4) RETURNING run_id",
+            )
+            .bind(task)
+            .bind(trigger.as_str())
+            .bind(started_ms)
+            .bind(cutoff_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(id)
+        })
     }
 
     /// Records progress or the end of a run (`status` other than running ends it).
@@ -127,8 +81,21 @@ impl Store {
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         dispatch!(self, s => {
-            s.update_maintenance_run(run_id, status, now_ms, rows_deleted, error)
-                .await
+            let total: u64 = rows_deleted.values().sum();
+            let json = serde_json::to_string(rows_deleted).expect("a map of counts serializes");
+            sqlx::query(
+                "UPDATE maintenance_runs SET status = $1, ended_ms = $2, rows_deleted = $3, \
+                 total_deleted = $4, error = $5 WHERE run_id = $6",
+            )
+            .bind(status.as_str())
+            .bind((status != RunStatus::Running).then_some(now_ms))
+            .bind(json)
+            .bind(total as i64)
+            .bind(error)
+            .bind(run_id)
+            .execute(s.writer_pool())
+            .await?;
+            Ok(())
         })
     }
 
@@ -138,11 +105,26 @@ impl Store {
         task: &str,
         limit: u32,
     ) -> Result<Vec<MaintenanceRun>, StoreError> {
-        dispatch!(self, s => s.maintenance_runs(task, limit).await)
+        read!(self, pool => {
+            let rows = sqlx::query(select_maintenance_runs!(
+                "WHERE task = $1 ORDER BY started_ms DESC, run_id DESC LIMIT $2"
+            ))
+            .bind(task)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(maintenance_run_row).collect()
+        })
     }
 
     pub async fn maintenance_run(&self, run_id: i64) -> Result<Option<MaintenanceRun>, StoreError> {
-        dispatch!(self, s => s.maintenance_run(run_id).await)
+        read!(self, pool => {
+            let row = sqlx::query(select_maintenance_runs!("WHERE run_id = $1"))
+                .bind(run_id)
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(maintenance_run_row).transpose()
+        })
     }
 
     /// Whether a run of `task` by `trigger` started in [`from_ms`, `until_ms`).
@@ -153,7 +135,18 @@ impl Store {
         from_ms: i64,
         until_ms: i64,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.maintenance_run_started(task, trigger, from_ms, until_ms).await)
+        read!(self, pool => {
+            Ok(sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM maintenance_runs WHERE task = $1 AND trigger = $2 \
+                 AND started_ms >= $3 AND started_ms < $4)",
+            )
+            .bind(task)
+            .bind(trigger.as_str())
+            .bind(from_ms)
+            .bind(until_ms)
+            .fetch_one(pool)
+            .await?)
+        })
     }
 
     /// The retention age in force, in days.
@@ -162,5 +155,36 @@ impl Store {
             .maintenance_task(DELETE_AGED_CM_DATA)
             .await?
             .delete_older_than_days)
+    }
+}
+
+for_each_backend! {
+    /// Stores a task's new settings and raises the policy version.
+    pub(crate) async fn update_task(tx: &mut Conn, t: &MaintenanceTask) -> Result<(), StoreError> {
+        let now = clock::now_ms();
+        let n = sqlx::query(
+            "UPDATE maintenance_tasks SET enabled = $1, delete_older_than_days = $2, \
+             days_of_week = $3, begin_time = $4, latest_begin_time = $5, time_zone = $6, \
+             updated_ms = $7 WHERE name = $8",
+        )
+        .bind(t.enabled)
+        .bind(i64::from(t.delete_older_than_days))
+        .bind(t.days_of_week.join(","))
+        .bind(&t.begin_time)
+        .bind(&t.latest_begin_time)
+        .bind(&t.time_zone)
+        .bind(now)
+        .bind(&t.name)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::Corrupt(format!(
+                "maintenance task {:?} is missing",
+                t.name
+            )));
+        }
+        policy::bump_policy_version(&mut *tx, now).await?;
+        Ok(())
     }
 }

@@ -12,37 +12,8 @@
 
 use std::time::Duration;
 
+use super::types::{BatchDeleted, TaskLock};
 use super::{Store, StoreError};
-
-/// Table names as they appear in run records and metrics.
-pub const T_REPORTS: &str = "compliance_reports";
-pub const T_SETTINGS: &str = "setting_results";
-pub const T_HISTORY: &str = "compliance_history";
-pub const T_MESSAGE_IDS: &str = "report_message_ids";
-
-/// What one batch deleted: rows per table (several tables when reports and their settings go
-/// together). Empty when nothing older than the cutoff is left.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BatchDeleted {
-    pub rows: Vec<(&'static str, u64)>,
-    /// Whole day partitions dropped (PostgreSQL).
-    pub partitions_dropped: u32,
-}
-
-impl BatchDeleted {
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.partitions_dropped == 0
-    }
-}
-
-/// The run lock of a maintenance task, held by one run; [`Store::release_task_lock`] ends it.
-/// Dropped without release (the run's task was killed), it still ends: on PostgreSQL the
-/// session holding the advisory lock closes, on SQLite the lease expires.
-#[derive(Debug)]
-pub enum TaskLock {
-    Sqlite { task: String, holder: String },
-    Postgres(sqlx::PgConnection),
-}
 
 impl Store {
     /// Deletes one bounded batch of data older than `cutoff_ms` (at most about `max_rows`
@@ -93,9 +64,7 @@ impl Store {
             (Store::Sqlite(s), TaskLock::Sqlite { task, holder }) => {
                 s.release_task_lock(&task, &holder).await
             }
-            (Store::Postgres(_), TaskLock::Postgres(conn)) => {
-                super::postgres::retention::release(conn).await
-            }
+            (Store::Postgres(s), TaskLock::Postgres(conn)) => s.release_task_lock(conn).await,
             _ => Ok(()),
         }
     }

@@ -6,14 +6,17 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Decode, Postgres, Row, Sqlite, Type};
 
-use super::compliance::{
+use super::{
+    BaselineSummary, CurrentRow, DeviceView, HistoryView, RelayCursor, ReportView, SettingView,
+    StoreError,
+};
+use crate::store::types::{
     BaselineOverview, CurrentView, DefinitionRecord, DefinitionSummary, NoncompliantDevice,
     SettingSummary,
 };
-use super::console::{DeviceRow, TrendSpan};
-use super::maintenance::{MaintenanceRun, MaintenanceTask, RunStatus};
-use super::terms::{TermsRecord, TermsText};
-use super::{BaselineSummary, CurrentRow, HistoryView, RelayCursor, SettingView, StoreError};
+use crate::store::types::{DeviceRow, TrendSpan};
+use crate::store::types::{MaintenanceRun, MaintenanceTask, RunStatus};
+use crate::store::types::{TermsRecord, TermsText};
 
 /// A value both backends decode the same way.
 pub(crate) trait Value:
@@ -178,6 +181,39 @@ pub(crate) fn trend_span_row(r: &impl Cols) -> Result<TrendSpan, StoreError> {
     })
 }
 
+/// The columns [`report_view_row`] reads, from `compliance_reports`.
+pub(crate) const REPORT_COLS: &str = "message_id, device_id, baseline_id, \
+     CAST(baseline_revision AS BIGINT), baseline_name, evaluated_ms, received_ms, relay_id, state, \
+     max_severity, CAST(n_compliant AS BIGINT), CAST(n_non_compliant AS BIGINT), \
+     CAST(n_error AS BIGINT), CAST(n_not_applicable AS BIGINT), CAST(n_unknown AS BIGINT), \
+     signature, signed_bytes";
+
+pub(crate) fn report_view_row(r: &impl Cols) -> Result<ReportView, StoreError> {
+    Ok(ReportView {
+        message_id: r.col(0)?,
+        device_id: r.col(1)?,
+        baseline_id: r.col(2)?,
+        baseline_revision: r.number(3)?,
+        baseline_name: r.col(4)?,
+        evaluated_ms: r.col(5)?,
+        received_ms: r.col(6)?,
+        relay_id: r.col(7)?,
+        state: r.col(8)?,
+        max_severity: r.col(9)?,
+        n_compliant: r.number(10)?,
+        n_non_compliant: r.number(11)?,
+        n_error: r.number(12)?,
+        n_not_applicable: r.number(13)?,
+        n_unknown: r.number(14)?,
+        signature: r.col(15)?,
+        signed_bytes: r.col(16)?,
+    })
+}
+
+/// The columns [`setting_view`] reads, from `setting_results s`.
+pub(crate) const SETTING_COLS: &str = "s.ci_id, CAST(s.ci_revision AS BIGINT), s.setting_id, \
+     s.state, s.severity, s.expected, s.observed_before, s.observed_after, s.remediated, s.error";
+
 /// `device_id, hostname, os, last_seen_ms, failing_baselines`.
 pub(crate) fn device_row(r: &impl Cols) -> Result<DeviceRow, StoreError> {
     Ok(DeviceRow {
@@ -257,6 +293,23 @@ pub(crate) fn baseline_summary_row(r: &impl Cols) -> Result<BaselineSummary, Sto
         error: r.count(5)?,
         unknown: r.count(6)?,
         not_applicable: r.count(7)?,
+    })
+}
+
+/// `device_id, hostname, os, agent_version, hardware_id, key_epoch, enrolled_ms, last_seen_ms,
+/// last_relay, blocked`.
+pub(crate) fn device_view_row(r: &impl Cols) -> Result<DeviceView, StoreError> {
+    Ok(DeviceView {
+        device_id: r.col(0)?,
+        hostname: r.col(1)?,
+        os: r.col(2)?,
+        agent_version: r.col(3)?,
+        hardware_id: r.col(4)?,
+        key_epoch: r.number(5)?,
+        enrolled_ms: r.col(6)?,
+        last_seen_ms: r.col(7)?,
+        last_relay: r.col(8)?,
+        blocked: r.col(9)?,
     })
 }
 

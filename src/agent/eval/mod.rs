@@ -52,7 +52,7 @@ pub const KINDS: [&str; 7] = [
 ];
 
 /// Longest observed value, expected text or error kept in a report (the relay's limit).
-pub const MAX_TEXT: usize = 4096;
+pub use crate::compliance::report::MAX_TEXT;
 
 /// Why a setting's definition cannot be evaluated. The site refuses these at import; an agent
 /// that meets one (from a newer site) reports the setting as `error`.

@@ -7,11 +7,13 @@
 //! terms and conditions and the privacy page (the one page served without the token, since it
 //! is meant for users); later areas add a file and a line to [`routes`]. The web console
 //! ([`crate::site::console`]) shares the listener: its pages also accept a session cookie got
-//! by logging in with the token. `/metrics` serves the site's metrics (token required).
+//! by logging in with the token ([`session`] keeps the sessions; the [`router`] hands each
+//! handler its own). `/metrics` serves the site's metrics (token required).
 
 pub mod compliance;
 pub mod maintenance;
 pub mod router;
+pub mod session;
 pub mod terms;
 
 use std::net::SocketAddr;
@@ -100,11 +102,6 @@ impl AdminToken {
     }
 }
 
-/// A random token for a new site, as written by `mprelay certs init`.
-pub fn generate_token() -> String {
-    hex::encode(rand::random::<[u8; 32]>())
-}
-
 /// How to serve the admin API.
 pub struct AdminOptions {
     pub listener: TcpListener,
@@ -121,7 +118,7 @@ pub struct AdminState {
     /// The site server's live state: metrics and relays.
     pub site: SiteView,
     /// Console sessions (cookie logins).
-    pub sessions: crate::site::console::Sessions,
+    pub sessions: session::Sessions,
     /// Runs the retention task on request, with the site's clock and metrics.
     pub retention: crate::retention::Retention,
     token: AdminToken,

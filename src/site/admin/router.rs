@@ -31,7 +31,7 @@ pub struct Ctx {
     /// The client's address, as its connection shows it (behind a reverse proxy, the proxy's).
     pub peer: std::net::SocketAddr,
     /// The console session the request came with, if any (console routes only).
-    pub session: Option<Arc<crate::site::console::Session>>,
+    pub session: Option<Arc<super::session::Session>>,
 }
 
 impl Ctx {

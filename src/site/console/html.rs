@@ -120,6 +120,49 @@ pub fn page(title: &str, csrf: Option<&str>, body: &str) -> String {
     out
 }
 
+pub fn opt(v: &Option<String>) -> String {
+    match v {
+        Some(s) => format!("<code>{}</code>", esc(s)),
+        None => "<span class=\"none\">—</span>".into(),
+    }
+}
+
+pub fn settings_table(settings: &[crate::store::SettingView]) -> String {
+    let mut b = String::from(
+        "<table class=\"settings\"><tr><th>configuration item</th><th>setting</th>\
+         <th>severity</th><th>state</th><th>expected</th><th>observed</th>\
+         <th>after remediation</th><th>remediated</th><th>error</th></tr>",
+    );
+    for s in settings {
+        let _ = write!(
+            b,
+            "<tr class=\"setting\" data-setting=\"{sid}\"><td>{ci} <small>rev {rev}</small></td>\
+             <td>{sid}</td><td>{sev}</td><td>{state}</td><td><code>{exp}</code></td>\
+             <td class=\"observed\">{before}</td><td>{after}</td><td>{rem}</td><td>{err}</td></tr>",
+            ci = esc(&s.ci_id),
+            rev = s.ci_revision,
+            sid = esc(&s.setting_id),
+            sev = esc(&s.severity),
+            state = state_badge(&s.state),
+            exp = esc(&s.expected),
+            before = opt(&s.observed_before),
+            after = opt(&s.observed_after),
+            rem = if s.remediated { "yes" } else { "no" },
+            err = esc(&s.error),
+        );
+    }
+    b.push_str("</table>");
+    b
+}
+
+pub fn hostname(h: &str) -> String {
+    if h.is_empty() {
+        "<span class=\"none\">(no hostname)</span>".into()
+    } else {
+        format!("<span class=\"hostname\">{}</span>", esc(h))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,9 @@
 //!   [`PostgresStore::ensure_partitions`] makes the days ahead at connect and then from the site
 //!   server's maintenance task, hourly.
 //! - `copy`: the binary `COPY` encoder.
+//! - `retention`: deleting aged data by whole day partitions, and the advisory run lock.
+//! - `compliance`, `reads`: the policy row lock, and where a report and its setting results are
+//!   (through `report_message_ids` and the day partition).
 //!
 //! After a batch commits, the block ranges it filled in `setting_results` are summarized in the
 //! background (one summarization at a time), so finding a report's settings stays a few page
@@ -16,20 +19,20 @@
 //!
 //! # Adding tables and queries
 //!
-//! A new migration goes into `migrations/postgres/NNNN_name.sql` (embedded at build time). A read
-//! query is a method of [`PostgresStore`], here or in a sibling file with its own
-//! `impl PostgresStore` block using `PostgresStore::pool`; writes of many rows bind one array
-//! per column and `INSERT … SELECT FROM UNNEST(…)`. A new day-partitioned table needs a
+//! A new migration goes into `migrations/postgres/NNNN_name.sql` and its SQLite twin into
+//! `migrations/sqlite/` (both embedded at build time). A read query both dialects can say is one
+//! method of [`crate::store::Store`] in the file of its area, run with `read!` (see
+//! [`crate::store`]); only SQL PostgreSQL must say its own way is a method here, in a sibling
+//! file with its own `impl PostgresStore` block. Writes of many rows bind one array per column
+//! and `INSERT … SELECT FROM UNNEST(…)`. A new day-partitioned table needs a
 //! `received_ms` partition key, a `<table>_default` partition in its migration, and its name in
 //! `partitions::PARTITIONED`. Identifier columns take `COLLATE "C"`.
 
 pub(crate) mod compliance;
-pub(crate) mod console;
 pub(crate) mod copy;
-pub(crate) mod maintenance;
 pub(crate) mod partitions;
+mod reads;
 pub(crate) mod retention;
-pub(crate) mod terms;
 pub(crate) mod write;
 
 use std::collections::BTreeSet;
@@ -38,13 +41,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool};
 use tracing::{instrument, warn};
 
-use super::rows::{baseline_summary_row, current_row, cursor_row, history_view_row};
-use super::sqlite::{embedded, migrator};
-use super::*;
 use crate::clock;
+use crate::store::migrate::{RECORDED_SCHEMA, check_schema, embedded, migrator};
+use crate::store::{StoreError, WriteBatch, WriteOutcome, describe};
 
 /// Connections per site server: one per relay being written, and a few for reports.
 const POOL_SIZE: u32 = 12;
@@ -132,7 +134,7 @@ impl PostgresStore {
     }
 
     /// Connects for reading only: no migration, no partition made, every transaction read-only,
-    /// after checking the schema is this binary's (see [`Store::open_read_only`]). A role with
+    /// after checking the schema is this binary's (see [`crate::store::Store::open_read_only`]). A role with
     /// `SELECT` on the site's tables is enough.
     pub async fn connect_read_only(url: &str) -> Result<Self, StoreError> {
         let session = ("default_transaction_read_only", "on");
@@ -158,6 +160,45 @@ impl PostgresStore {
     }
 
     /// The connection pool, for sibling modules of the store.
+    /// A transaction that changes what the policy holds: it takes the `policy_state` row lock
+    /// first ([`compliance::lock_policy`]), which serialises such changes across site servers
+    /// and command-line processes.
+    pub(crate) async fn begin_policy_change(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        compliance::lock_policy(&mut tx).await?;
+        Ok(tx)
+    }
+
+    /// A write transaction (row locks are taken by its statements).
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// A read-only transaction on one snapshot (repeatable read).
+    pub(crate) async fn snapshot(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    /// The pool reads go to (the one pool).
+    pub(crate) fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The pool batches are written with (the one pool).
+    pub(crate) fn writer_pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -221,204 +262,6 @@ impl PostgresStore {
         if let Err(e) = done {
             warn!(error = %e, "summarizing setting_results block ranges failed");
         }
-    }
-
-    pub async fn relay_cursor(&self, relay_id: &str) -> Result<Option<RelayCursor>, StoreError> {
-        let row = sqlx::query(
-            "SELECT relay_id, spool_id, through_seq, url, last_pull_ms, last_seq, \
-             pending_records, pending_bytes FROM relay_cursors WHERE relay_id = $1",
-        )
-        .bind(relay_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| cursor_row(&r)).transpose()
-    }
-
-    pub async fn relay_cursors(&self) -> Result<Vec<RelayCursor>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT relay_id, spool_id, through_seq, url, last_pull_ms, last_seq, \
-             pending_records, pending_bytes FROM relay_cursors ORDER BY relay_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(cursor_row).collect()
-    }
-
-    pub async fn counts(&self) -> Result<Counts, StoreError> {
-        let (devices, reports, settings, acceptances, quarantined): (i64, i64, i64, i64, i64) =
-            sqlx::query_as(
-                "SELECT (SELECT COUNT(*) FROM devices), (SELECT COUNT(*) FROM compliance_reports), \
-                 (SELECT COUNT(*) FROM setting_results), (SELECT COUNT(*) FROM terms_acceptances), \
-                 (SELECT COUNT(*) FROM quarantined_records)",
-            )
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(Counts {
-            devices: devices as u64,
-            reports: reports as u64,
-            settings: settings as u64,
-            acceptances: acceptances as u64,
-            quarantined: quarantined as u64,
-        })
-    }
-
-    pub async fn baseline_summaries(&self) -> Result<Vec<BaselineSummary>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT baseline_id, MAX(baseline_name), COUNT(*), \
-             COUNT(*) FILTER (WHERE state = 'compliant'), \
-             COUNT(*) FILTER (WHERE state = 'non_compliant'), \
-             COUNT(*) FILTER (WHERE state = 'error'), \
-             COUNT(*) FILTER (WHERE state = 'unknown'), \
-             COUNT(*) FILTER (WHERE state = 'not_applicable') \
-             FROM current_compliance GROUP BY baseline_id ORDER BY baseline_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(baseline_summary_row).collect()
-    }
-
-    /// Where a report lives: its number and its received time (which names its partition).
-    async fn locate(&self, message_id: &str) -> Result<Option<(i64, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT report_id, received_ms FROM report_message_ids WHERE message_id = $1",
-        )
-        .bind(message_id)
-        .fetch_optional(&self.pool)
-        .await?)
-    }
-
-    pub async fn report(&self, message_id: &str) -> Result<Option<ReportView>, StoreError> {
-        let Some((id, received)) = self.locate(message_id).await? else {
-            return Ok(None);
-        };
-        let row = sqlx::query(
-            "SELECT message_id, device_id, baseline_id, baseline_revision, baseline_name, \
-             evaluated_ms, received_ms, relay_id, state, max_severity, n_compliant, \
-             n_non_compliant, n_error, n_not_applicable, n_unknown, signature, signed_bytes \
-             FROM compliance_reports WHERE report_id = $1 AND received_ms = $2",
-        )
-        .bind(id)
-        .bind(received)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(ReportView {
-                message_id: r.try_get(0)?,
-                device_id: r.try_get(1)?,
-                baseline_id: r.try_get(2)?,
-                baseline_revision: r.try_get::<i32, _>(3)? as u32,
-                baseline_name: r.try_get(4)?,
-                evaluated_ms: r.try_get(5)?,
-                received_ms: r.try_get(6)?,
-                relay_id: r.try_get(7)?,
-                state: r.try_get(8)?,
-                max_severity: r.try_get(9)?,
-                n_compliant: r.try_get::<i32, _>(10)? as u32,
-                n_non_compliant: r.try_get::<i32, _>(11)? as u32,
-                n_error: r.try_get::<i32, _>(12)? as u32,
-                n_not_applicable: r.try_get::<i32, _>(13)? as u32,
-                n_unknown: r.try_get::<i32, _>(14)? as u32,
-                signature: r.try_get(15)?,
-                signed_bytes: r.try_get(16)?,
-            })
-        })
-        .transpose()
-    }
-
-    pub async fn report_settings(&self, message_id: &str) -> Result<Vec<SettingView>, StoreError> {
-        let Some((id, received)) = self.locate(message_id).await? else {
-            return Ok(vec![]);
-        };
-        let rows = sqlx::query(
-            "SELECT ci_id, ci_revision, setting_id, state, severity, expected, observed_before, \
-             observed_after, remediated, error FROM setting_results \
-             WHERE report_id = $1 AND received_ms = $2 ORDER BY ordinal",
-        )
-        .bind(id)
-        .bind(received)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SettingView {
-                    ci_id: r.try_get(0)?,
-                    ci_revision: r.try_get::<i32, _>(1)? as u32,
-                    setting_id: r.try_get(2)?,
-                    state: r.try_get(3)?,
-                    severity: r.try_get(4)?,
-                    expected: r.try_get(5)?,
-                    observed_before: r.try_get(6)?,
-                    observed_after: r.try_get(7)?,
-                    remediated: r.try_get(8)?,
-                    error: r.try_get(9)?,
-                })
-            })
-            .collect()
-    }
-
-    pub async fn device(&self, device_id: &str) -> Result<Option<DeviceView>, StoreError> {
-        let row = sqlx::query(
-            "SELECT device_id, hostname, os, agent_version, hardware_id, key_epoch, enrolled_ms, \
-             last_seen_ms, last_relay, blocked FROM devices WHERE device_id = $1",
-        )
-        .bind(device_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(DeviceView {
-                device_id: r.try_get(0)?,
-                hostname: r.try_get(1)?,
-                os: r.try_get(2)?,
-                agent_version: r.try_get(3)?,
-                hardware_id: r.try_get(4)?,
-                key_epoch: r.try_get::<i32, _>(5)? as u32,
-                enrolled_ms: r.try_get(6)?,
-                last_seen_ms: r.try_get(7)?,
-                last_relay: r.try_get(8)?,
-                blocked: r.try_get(9)?,
-            })
-        })
-        .transpose()
-    }
-
-    pub async fn current(
-        &self,
-        device_id: &str,
-        baseline_id: &str,
-    ) -> Result<Option<CurrentRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT device_id, baseline_id, state, evaluated_ms, message_id, open_history_id \
-             FROM current_compliance WHERE device_id = $1 AND baseline_id = $2",
-        )
-        .bind(device_id)
-        .bind(baseline_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| current_row(&r)).transpose()
-    }
-
-    pub async fn history(
-        &self,
-        device_id: &str,
-        baseline_id: &str,
-    ) -> Result<Vec<HistoryView>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT state, started_ms, ended_ms FROM compliance_history \
-             WHERE device_id = $1 AND baseline_id = $2 ORDER BY started_ms, history_id",
-        )
-        .bind(device_id)
-        .bind(baseline_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(history_view_row).collect()
-    }
-
-    pub async fn report_message_ids(&self) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT message_id FROM report_message_ids ORDER BY report_id")
-                .fetch_all(&self.pool)
-                .await?,
-        )
     }
 }
 

@@ -24,7 +24,7 @@ use tracing::{debug, info};
 use super::PostgresStore;
 use super::partitions::{DAY_MS, PARTITIONED};
 use crate::store::StoreError;
-use crate::store::retention::{
+use crate::store::types::{
     BatchDeleted, T_HISTORY, T_MESSAGE_IDS, T_REPORTS, T_SETTINGS, TaskLock,
 };
 
@@ -224,17 +224,17 @@ impl PostgresStore {
             Ok(None)
         }
     }
-}
 
-/// Releases an advisory run lock, then ends its session. The explicit unlock matters: the
-/// server drops a closed session's locks only when its backend has exited, which a run starting
-/// right after could still beat.
-pub(crate) async fn release(mut conn: PgConnection) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_advisory_unlock_all()")
-        .execute(&mut conn)
-        .await?;
-    conn.close().await?;
-    Ok(())
+    /// Releases an advisory run lock, then ends its session. The explicit unlock matters: the
+    /// server drops a closed session's locks only when its backend has exited, which a run
+    /// starting right after could still beat.
+    pub async fn release_task_lock(&self, mut conn: PgConnection) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_unlock_all()")
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        Ok(())
+    }
 }
 
 /// A partition's table and day from its name, if the name follows the scheme.

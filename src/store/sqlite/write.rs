@@ -1,260 +1,28 @@
-//! The SQLite backend: one file in WAL mode, mode 0600, `synchronous=FULL` so that a batch the
-//! site acknowledged to a relay survives a power cut. One writer connection (SQLite has one
-//! writer at a time anyway; `BEGIN IMMEDIATE` takes the lock up front so two processes never
-//! deadlock upgrading a read lock); a pool of read-only connections for reports.
-//!
-//! Checkpoints (copying the WAL back into the database file) run on a connection of their own,
-//! after each committed batch, instead of inside the writer's commit: a batch is several MiB,
-//! so SQLite's automatic checkpoint would otherwise copy and fsync it on the writer's path every
-//! time. A checkpoint running beside the writer cannot always finish (the writer keeps adding
-//! frames), so when the WAL has grown past [`WAL_LIMIT_FRAMES`] the writer waits for a full
-//! checkpoint before its next batch, which lets the WAL start over from its beginning.
+//! The SQLite write path: a forwarded batch as one `BEGIN IMMEDIATE` transaction of
+//! multi-row statements in power-of-two chunks.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, QueryBuilder, Row, SqlSafeStr, Sqlite, SqliteConnection, SqlitePool};
-use tokio::sync::mpsc;
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
-use super::rows::{baseline_summary_row, current_row, cursor_row, history_view_row, setting_view};
-use super::*;
+use super::SqliteStore;
 use crate::clock;
-
-/// The migrations of both backends, embedded by build.rs.
-pub(crate) mod embedded {
-    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
-}
-
-/// WAL frames (pages) past which the writer checkpoints before writing on: 16 Ki frames of
-/// 16 KiB pages keep the WAL file under ~256 MiB.
-pub const WAL_LIMIT_FRAMES: i64 = 16_384;
-
-/// Page size of new databases. A report row carries ~2 KB of signed bytes: with SQLite's 4 KiB
-/// default a page holds one or two of them, and the writer ran ~30% slower (measured with
-/// `mprelay bench writer`). Existing databases keep the page size they were made with.
-const PAGE_SIZE: u32 = 16_384;
+use crate::store::StoreError;
+use crate::store::decide::{HistoryInsert, HistoryRef, fold_devices, plan_transitions};
+use crate::store::rows::current_row;
+use crate::store::types::{DeviceUpsert, ReportRow, SettingRow, WriteBatch, WriteOutcome};
 
 /// Rows per multi-row statement: powers of two up to this many, so the statement cache holds a
 /// handful of shapes; 1024 × 12 columns stays under SQLite's 32,766 bound parameters.
 const MAX_ROWS: usize = 1024;
 
-#[derive(Clone, Debug)]
-pub struct SqliteStore {
-    path: PathBuf,
-    pub(super) writer: SqlitePool,
-    pub(super) reader: SqlitePool,
-    checkpoints: Arc<Checkpoints>,
-}
-
-/// The background checkpointer's side of the store: the writer pokes it after each commit.
-#[derive(Debug)]
-struct Checkpoints {
-    /// Capacity one: pokes while a checkpoint runs fold into one more run.
-    poke: mpsc::Sender<()>,
-    /// Frames in the WAL as of the last checkpoint.
-    wal_frames: AtomicI64,
-    pool: SqlitePool,
-}
-
-/// The schema migrations of a backend, as sqlx wants them.
-pub(crate) fn migrator(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {
-    Migrator {
-        migrations: Cow::Owned(
-            list.iter()
-                .map(|(v, name, sql)| {
-                    Migration::new(
-                        *v,
-                        Cow::Borrowed(*name),
-                        MigrationType::Simple,
-                        AssertSqlSafe(*sql).into_sql_str(),
-                        false,
-                    )
-                })
-                .collect(),
-        ),
-        ..Migrator::DEFAULT
-    }
-}
-
-/// Runs a passive checkpoint after each poke, until the store is gone or closed.
-async fn checkpoint_loop(store: std::sync::Weak<Checkpoints>, mut pokes: mpsc::Receiver<()>) {
-    while pokes.recv().await.is_some() {
-        let Some(c) = store.upgrade() else { break };
-        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&c.pool)
-            .await
-        {
-            Ok((_, frames, _)) => c.wal_frames.store(frames, Ordering::Relaxed),
-            Err(sqlx::Error::PoolClosed) => break,
-            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; the next one retries"),
-        }
-    }
-}
-
-/// Splits `items` into power-of-two chunks of at most `max`.
-pub(crate) fn pow2_chunks<T>(mut items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
-    std::iter::from_fn(move || {
-        if items.is_empty() {
-            return None;
-        }
-        let n = (1usize << (usize::BITS - 1 - items.len().leading_zeros())).min(max);
-        let (head, tail) = items.split_at(n);
-        items = tail;
-        Some(head)
-    })
-}
-
 impl SqliteStore {
-    pub async fn open(path: &str) -> Result<Self, StoreError> {
-        let url = format!("sqlite://{path}");
-        let open_err = |cause| StoreError::Open {
-            url: url.clone(),
-            cause,
-        };
-        let p = Path::new(path);
-        crate::fsutil::create_private(p).map_err(|e| open_err(sqlx::Error::Io(e)))?;
-        let opts = SqliteConnectOptions::from_str(&url)
-            .map_err(open_err)?
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(30))
-            .page_size(PAGE_SIZE)
-            .pragma("cache_size", "-65536")
-            .pragma("temp_store", "memory")
-            .pragma("wal_autocheckpoint", "0");
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .connect_with(opts.clone())
-            .await
-            .map_err(open_err)?;
-        {
-            // sqlx does not lock SQLite while migrating: two processes opening a new database at
-            // once would both try to create its tables. A lock file beside it serialises them.
-            let lock_path = p.with_extension("migrate.lock");
-            let lock =
-                tokio::task::spawn_blocking(move || crate::fsutil::lock_exclusive(&lock_path))
-                    .await
-                    .map_err(|e| open_err(sqlx::Error::Io(std::io::Error::other(e))))?
-                    .map_err(|e| open_err(sqlx::Error::Io(e)))?;
-            migrator(embedded::SQLITE).run(&writer).await?;
-            drop(lock);
-        }
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts.clone().read_only(true))
-            .await
-            .map_err(open_err)?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts)
-            .await
-            .map_err(open_err)?;
-        let (poke, rx) = mpsc::channel(1);
-        let checkpoints = Arc::new(Checkpoints {
-            poke,
-            wal_frames: AtomicI64::new(0),
-            pool,
-        });
-        tokio::spawn(checkpoint_loop(Arc::downgrade(&checkpoints), rx));
-        Ok(Self {
-            path: p.to_path_buf(),
-            writer,
-            reader,
-            checkpoints,
-        })
-    }
-
-    /// Opens an existing database with read-only connections and no checkpointer, after
-    /// checking its schema is this binary's (see [`Store::open_read_only`]).
-    pub async fn open_read_only(path: &str) -> Result<Self, StoreError> {
-        let url = format!("sqlite://{path}");
-        let open_err = |cause| StoreError::Open {
-            url: url.clone(),
-            cause,
-        };
-        let opts = SqliteConnectOptions::from_str(&url)
-            .map_err(open_err)?
-            .create_if_missing(false)
-            .read_only(true)
-            .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await
-            .map_err(open_err)?;
-        let has_table: bool = sqlx::query_scalar(
-            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = '_sqlx_migrations'",
-        )
-        .fetch_one(&pool)
-        .await?;
-        let recorded = match has_table {
-            true => Some(sqlx::query_as(RECORDED_SCHEMA).fetch_one(&pool).await?),
-            false => None,
-        };
-        check_schema(&url, recorded, embedded::SQLITE)?;
-        // Writes through this store fail: every connection is read-only.
-        let (poke, _) = mpsc::channel(1);
-        Ok(Self {
-            path: PathBuf::from(path),
-            writer: pool.clone(),
-            reader: pool.clone(),
-            checkpoints: Arc::new(Checkpoints {
-                poke,
-                wal_frames: AtomicI64::new(0),
-                pool,
-            }),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The single writer connection, for sibling modules of the store.
-    pub(crate) fn writer_pool(&self) -> &SqlitePool {
-        &self.writer
-    }
-
-    pub async fn close(&self) {
-        // The last connection to close checkpoints the WAL and removes it.
-        self.writer.close().await;
-        self.reader.close().await;
-        self.checkpoints.pool.close().await;
-    }
-
     pub async fn write_batch(&self, b: &WriteBatch) -> Result<WriteOutcome, StoreError> {
         self.before_write().await?;
         let out = self.write_batch_tx(b).await?;
         self.after_write();
         Ok(out)
-    }
-
-    /// Bounds the WAL before a write transaction (see the module doc).
-    pub(crate) async fn before_write(&self) -> Result<(), StoreError> {
-        if self.checkpoints.wal_frames.load(Ordering::Relaxed) > WAL_LIMIT_FRAMES {
-            // Waits for the background checkpoint and readers, copies what is left, and makes
-            // the next write start the WAL over.
-            sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-                .execute(&self.writer)
-                .await?;
-            self.checkpoints.wal_frames.store(0, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    /// Asks for a checkpoint of what a write transaction committed.
-    pub(crate) fn after_write(&self) {
-        // Full means a checkpoint is already pending, which will take this write too.
-        let _ = self.checkpoints.poke.try_send(());
     }
 
     async fn write_batch_tx(&self, b: &WriteBatch) -> Result<WriteOutcome, StoreError> {
@@ -352,169 +120,6 @@ impl SqliteStore {
 
         tx.commit().await?;
         Ok(out)
-    }
-
-    pub async fn relay_cursor(&self, relay_id: &str) -> Result<Option<RelayCursor>, StoreError> {
-        let row = sqlx::query(
-            "SELECT relay_id, spool_id, through_seq, url, last_pull_ms, last_seq, \
-             pending_records, pending_bytes FROM relay_cursors WHERE relay_id = ?",
-        )
-        .bind(relay_id)
-        .fetch_optional(&self.writer)
-        .await?;
-        row.map(|r| cursor_row(&r)).transpose()
-    }
-
-    pub async fn relay_cursors(&self) -> Result<Vec<RelayCursor>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT relay_id, spool_id, through_seq, url, last_pull_ms, last_seq, \
-             pending_records, pending_bytes FROM relay_cursors ORDER BY relay_id",
-        )
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(cursor_row).collect()
-    }
-
-    pub async fn counts(&self) -> Result<Counts, StoreError> {
-        let (devices, reports, settings, acceptances, quarantined): (i64, i64, i64, i64, i64) =
-            sqlx::query_as(
-                "SELECT (SELECT COUNT(*) FROM devices), (SELECT COUNT(*) FROM compliance_reports), \
-                 (SELECT COUNT(*) FROM setting_results), (SELECT COUNT(*) FROM terms_acceptances), \
-                 (SELECT COUNT(*) FROM quarantined_records)",
-            )
-            .fetch_one(&self.reader)
-            .await?;
-        Ok(Counts {
-            devices: devices as u64,
-            reports: reports as u64,
-            settings: settings as u64,
-            acceptances: acceptances as u64,
-            quarantined: quarantined as u64,
-        })
-    }
-
-    pub async fn baseline_summaries(&self) -> Result<Vec<BaselineSummary>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT baseline_id, MAX(baseline_name), COUNT(*), \
-             SUM(state = 'compliant'), SUM(state = 'non_compliant'), SUM(state = 'error'), \
-             SUM(state = 'unknown'), SUM(state = 'not_applicable') \
-             FROM current_compliance GROUP BY baseline_id ORDER BY baseline_id",
-        )
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(baseline_summary_row).collect()
-    }
-
-    pub async fn report(&self, message_id: &str) -> Result<Option<ReportView>, StoreError> {
-        let row = sqlx::query(
-            "SELECT message_id, device_id, baseline_id, baseline_revision, baseline_name, \
-             evaluated_ms, received_ms, relay_id, state, max_severity, n_compliant, \
-             n_non_compliant, n_error, n_not_applicable, n_unknown, signature, signed_bytes \
-             FROM compliance_reports WHERE message_id = ?",
-        )
-        .bind(message_id)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.map(|r| {
-            Ok(ReportView {
-                message_id: r.try_get(0)?,
-                device_id: r.try_get(1)?,
-                baseline_id: r.try_get(2)?,
-                baseline_revision: r.try_get::<i64, _>(3)? as u32,
-                baseline_name: r.try_get(4)?,
-                evaluated_ms: r.try_get(5)?,
-                received_ms: r.try_get(6)?,
-                relay_id: r.try_get(7)?,
-                state: r.try_get(8)?,
-                max_severity: r.try_get(9)?,
-                n_compliant: r.try_get::<i64, _>(10)? as u32,
-                n_non_compliant: r.try_get::<i64, _>(11)? as u32,
-                n_error: r.try_get::<i64, _>(12)? as u32,
-                n_not_applicable: r.try_get::<i64, _>(13)? as u32,
-                n_unknown: r.try_get::<i64, _>(14)? as u32,
-                signature: r.try_get(15)?,
-                signed_bytes: r.try_get(16)?,
-            })
-        })
-        .transpose()
-    }
-
-    pub async fn report_settings(&self, message_id: &str) -> Result<Vec<SettingView>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT s.ci_id, s.ci_revision, s.setting_id, s.state, s.severity, s.expected, \
-             s.observed_before, s.observed_after, s.remediated, s.error \
-             FROM setting_results s JOIN compliance_reports r ON r.report_id = s.report_id \
-             WHERE r.message_id = ? ORDER BY s.ordinal",
-        )
-        .bind(message_id)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(|r| setting_view(r, 0)).collect()
-    }
-
-    pub async fn device(&self, device_id: &str) -> Result<Option<DeviceView>, StoreError> {
-        let row = sqlx::query(
-            "SELECT device_id, hostname, os, agent_version, hardware_id, key_epoch, enrolled_ms, \
-             last_seen_ms, last_relay, blocked FROM devices WHERE device_id = ?",
-        )
-        .bind(device_id)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.map(|r| {
-            Ok(DeviceView {
-                device_id: r.try_get(0)?,
-                hostname: r.try_get(1)?,
-                os: r.try_get(2)?,
-                agent_version: r.try_get(3)?,
-                hardware_id: r.try_get(4)?,
-                key_epoch: r.try_get::<i64, _>(5)? as u32,
-                enrolled_ms: r.try_get(6)?,
-                last_seen_ms: r.try_get(7)?,
-                last_relay: r.try_get(8)?,
-                blocked: r.try_get(9)?,
-            })
-        })
-        .transpose()
-    }
-
-    pub async fn current(
-        &self,
-        device_id: &str,
-        baseline_id: &str,
-    ) -> Result<Option<CurrentRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT device_id, baseline_id, state, evaluated_ms, message_id, open_history_id \
-             FROM current_compliance WHERE device_id = ? AND baseline_id = ?",
-        )
-        .bind(device_id)
-        .bind(baseline_id)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.map(|r| current_row(&r)).transpose()
-    }
-
-    pub async fn history(
-        &self,
-        device_id: &str,
-        baseline_id: &str,
-    ) -> Result<Vec<HistoryView>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT state, started_ms, ended_ms FROM compliance_history \
-             WHERE device_id = ? AND baseline_id = ? ORDER BY started_ms, history_id",
-        )
-        .bind(device_id)
-        .bind(baseline_id)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(history_view_row).collect()
-    }
-
-    pub async fn report_message_ids(&self) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT message_id FROM compliance_reports ORDER BY report_id")
-                .fetch_all(&self.reader)
-                .await?,
-        )
     }
 }
 
@@ -838,4 +443,17 @@ async fn apply_transitions(
         qb.build().execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// Splits `items` into power-of-two chunks of at most `max`.
+pub(crate) fn pow2_chunks<T>(mut items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if items.is_empty() {
+            return None;
+        }
+        let n = (1usize << (usize::BITS - 1 - items.len().leading_zeros())).min(max);
+        let (head, tail) = items.split_at(n);
+        items = tail;
+        Some(head)
+    })
 }

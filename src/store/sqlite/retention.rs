@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::StoreError;
-use super::retention::{BatchDeleted, T_HISTORY, T_REPORTS, T_SETTINGS, TaskLock};
-use super::sqlite::SqliteStore;
+use crate::store::SqliteStore;
+use crate::store::StoreError;
+use crate::store::types::{BatchDeleted, T_HISTORY, T_REPORTS, T_SETTINGS, TaskLock};
 
 /// Settings per report the candidate list is sized for: a batch looks at `max_rows / 25`
 /// reports, so 35-setting reports fill it to `max_rows` and reports with few settings make a
