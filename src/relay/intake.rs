@@ -18,6 +18,7 @@ use crate::compliance::report::{check_no_nul, validate_report};
 use crate::envelope::{self, Opened};
 use crate::ids::{DeviceId, DevicePublicKey, MessageId};
 use crate::net::Peer;
+use crate::policy::collection::Facts;
 use crate::net::server::{check_content_length, read_body};
 use crate::proto::{
     self, DeviceEnrollment, EnrollRequest, EnrollResponse, ForwardRecord, PolicyResponse,
@@ -314,9 +315,28 @@ pub(super) async fn policy(st: &RelayState, req: Request<Incoming>) -> Resp {
     st.metrics
         .policy_served
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let snapshot: Option<Arc<proto::PolicySnapshot>> = st.policy_snapshot();
+    let (snapshot, targeting) = st.policy_with_targeting();
     let policy = match snapshot {
         Some(p) if p.version == pr.known_version => None,
+        // Targeted: only the baselines deployed to this device.
+        Some(p) if targeting.is_some() => {
+            let t = targeting.as_ref().map(Arc::clone).unwrap_or_default();
+            let device_id = opened.device_id.hex();
+            let tags: std::collections::BTreeMap<String, String> =
+                pr.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let facts = Facts {
+                device_id: &device_id,
+                hostname: &pr.hostname,
+                os: &pr.os,
+                agent_version: &pr.agent_version,
+                key_epoch: opened.epoch.get(),
+                last_relay: &st.relay_id,
+                // Unknown to the site: it is enrolling about now.
+                enrolled_ms: Some(st.clock.now_ms()),
+                tags: Some(&tags),
+            };
+            Some(t.for_device(&p, &facts))
+        }
         Some(p) => Some((*p).clone()),
         // No policy pushed yet: the empty snapshot, version 0.
         None if pr.known_version == 0 => None,

@@ -30,6 +30,7 @@ use crate::clock::SharedClock;
 use crate::envelope::MasterKeys;
 use crate::net::Limits;
 use crate::net::server::{self, Handler, ListenerStats, Peer, ServerHandle};
+use crate::policy::collection::Targeting;
 use crate::proto::PolicySnapshot;
 use crate::spool::{Spool, SpoolConfig, SpoolError};
 use crate::wire::Refusal;
@@ -96,6 +97,8 @@ impl Default for IntakeOptions {
 pub(crate) struct PolicyState {
     pub snapshot: Option<Arc<PolicySnapshot>>,
     pub blocked: HashSet<String>,
+    /// For a targeted snapshot: which deployments reach which device.
+    pub targeting: Option<Arc<Targeting>>,
 }
 
 /// What a reload replaces besides the listeners' certificates.
@@ -147,16 +150,28 @@ impl RelayState {
 
     pub fn set_policy(&self, snapshot: PolicySnapshot) {
         let blocked = snapshot.blocked_device_ids.iter().cloned().collect();
+        let targeting = Targeting::of(&snapshot).map(Arc::new);
         if let Ok(mut p) = self.policy.write() {
             *p = PolicyState {
                 snapshot: Some(Arc::new(snapshot)),
                 blocked,
+                targeting,
             };
         }
     }
 
     pub fn policy_snapshot(&self) -> Option<Arc<PolicySnapshot>> {
         self.policy.read().ok().and_then(|p| p.snapshot.clone())
+    }
+
+    /// The snapshot and, when it is targeted, what places a device in it.
+    pub fn policy_with_targeting(
+        &self,
+    ) -> (Option<Arc<PolicySnapshot>>, Option<Arc<Targeting>>) {
+        self.policy
+            .read()
+            .map(|p| (p.snapshot.clone(), p.targeting.clone()))
+            .unwrap_or_default()
     }
 }
 
