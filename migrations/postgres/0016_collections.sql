@@ -6,7 +6,7 @@
 -- included collections, include and exclude device lists) as canonical JSON and as TOML.
 CREATE TABLE collections (
     collection_id    TEXT COLLATE "C" NOT NULL,
-    revision         INTEGER NOT NULL,
+    revision         BIGINT NOT NULL,
     name             TEXT NOT NULL,
     description      TEXT NOT NULL,
     definition_json  TEXT NOT NULL,
@@ -37,7 +37,7 @@ CREATE TABLE deployments (
     collection_id  TEXT NOT NULL,
     remediate      BOOLEAN NOT NULL,
     -- Seconds between evaluations; 0: the site's evaluation interval.
-    interval_s     INTEGER NOT NULL,
+    interval_s     BIGINT NOT NULL,
     enabled        BOOLEAN NOT NULL,
     created_ms     BIGINT NOT NULL,
     updated_ms     BIGINT NOT NULL,

@@ -42,6 +42,14 @@ pub(super) enum DeviceCmd {
         db: DbArg,
         id: String,
     },
+    /// Set tags on a device (`env=prod dc=par`) or remove them (`-env`), for collection rules.
+    Tag {
+        #[command(flatten)]
+        db: DbArg,
+        id: String,
+        #[arg(required = true, allow_hyphen_values = true)]
+        tags: Vec<String>,
+    },
 }
 
 pub(super) async fn baseline(c: BaselineCmd) -> Result<(), Failure> {
@@ -100,6 +108,7 @@ pub(super) async fn device(c: DeviceCmd) -> Result<(), Failure> {
     let (db, id, blocked) = match c {
         DeviceCmd::Block { db, id } => (db, id, true),
         DeviceCmd::Unblock { db, id } => (db, id, false),
+        DeviceCmd::Tag { db, id, tags } => return super::collections::tag(db, id, tags).await,
     };
     let store = open_store(&db).await?;
     let word = if blocked { "blocked" } else { "unblocked" };

@@ -1,6 +1,7 @@
 //! The `mprelay` command line. Exit status: 0 on success, 64 for bad usage or configuration,
 //! 1 for other failures; errors go to stderr as one sentence naming the file, field or value.
 
+mod collections;
 mod compliance;
 mod maintenance;
 pub mod tables;
@@ -52,7 +53,15 @@ enum Command {
     /// Configuration baselines and items: import definitions (TOML), list revisions.
     #[command(subcommand)]
     Baseline(compliance::BaselineCmd),
-    /// Block or unblock a device (relays refuse it once the policy reaches them).
+    /// Collections of devices: import definitions (TOML), list, show, members.
+    #[command(subcommand)]
+    Collection(collections::CollectionCmd),
+    /// Deploy a baseline to a collection, or change how it is deployed.
+    Deploy(collections::DeployArgs),
+    /// Deployments: list, disable, enable.
+    #[command(subcommand)]
+    Deployment(collections::DeploymentCmd),
+    /// Block or unblock a device (relays refuse it once the policy reaches them), or tag it.
     #[command(subcommand)]
     Device(compliance::DeviceCmd),
     /// Terms and conditions: publish a version or an edit, show what is published.
@@ -198,8 +207,11 @@ enum ReportCmd {
     Compliance {
         #[command(flatten)]
         db: DbArg,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "collection")]
         baseline: Option<String>,
+        /// Per deployment to this collection, over the devices now in it.
+        #[arg(long)]
+        collection: Option<String>,
     },
     /// One device: state, settings (expected, observed, remediated) and history per baseline.
     Device {
@@ -358,6 +370,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Report(c) => report(c).await,
         Command::Baseline(c) => compliance::baseline(c).await,
         Command::Device(c) => compliance::device(c).await,
+        Command::Collection(c) => collections::collection(c).await,
+        Command::Deploy(a) => collections::deploy(a).await,
+        Command::Deployment(c) => collections::deployment(c).await,
         Command::Terms(c) => terms::terms(c).await,
         Command::Maintenance(c) => maintenance::maintenance(c).await,
         Command::Bench(c) => crate::bench::run(c).await.map_err(Failure::from),
@@ -786,7 +801,15 @@ fn database_url(a: &DbArg) -> Result<String, Failure> {
 
 async fn report(c: ReportCmd) -> Result<(), Failure> {
     match c {
-        ReportCmd::Compliance { db, baseline } => {
+        ReportCmd::Compliance {
+            db,
+            collection: Some(c),
+            ..
+        } => {
+            let store = open_store_read_only(&db).await?;
+            collections::report_collection(&store, &c).await
+        }
+        ReportCmd::Compliance { db, baseline, .. } => {
             let store = open_store_read_only(&db).await?;
             compliance::report_compliance(&store, baseline.as_deref()).await
         }

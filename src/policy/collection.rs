@@ -130,11 +130,10 @@ impl Rules {
             && self
                 .enrolled_before_ms
                 .is_none_or(|t| f.enrolled_ms.is_some_and(|e| e < t))
-            && self.tags.iter().all(|(k, v)| {
-                f.tags
-                    .and_then(|t| t.get(k))
-                    .is_some_and(|have| have == v)
-            })
+            && self
+                .tags
+                .iter()
+                .all(|(k, v)| f.tags.and_then(|t| t.get(k)).is_some_and(|have| have == v))
     }
 }
 
@@ -263,7 +262,10 @@ pub fn parse_collections(
                 fail(
                     d.span(),
                     format!("{what} device list"),
-                    format!("{:?} is not a device id (32 lowercase hex digits)", d.get_ref()),
+                    format!(
+                        "{:?} is not a device id (32 lowercase hex digits)",
+                        d.get_ref()
+                    ),
                 );
             }
         }
@@ -287,10 +289,7 @@ pub fn parse_collections(
                         fail(
                             v.span(),
                             format!("{what}.rules.{field}"),
-                            format!(
-                                "{:?} is not a time like 2026-01-31T00:00:00Z",
-                                v.get_ref()
-                            ),
+                            format!("{:?} is not a time like 2026-01-31T00:00:00Z", v.get_ref()),
                         );
                         None
                     }
@@ -347,7 +346,9 @@ pub fn parse_collections(
 
 /// A device id as the site stores it: 32 lowercase hex digits.
 pub fn is_device_id(v: &str) -> bool {
-    v.len() == 32 && v.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    v.len() == 32
+        && v.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The collections in an order where each comes after those it includes; `Err` names a cycle
@@ -381,7 +382,9 @@ pub fn include_order(defs: &BTreeMap<String, CollectionDefinition>) -> Result<Ve
             }
             let child = incl[next].as_str();
             if !defs.contains_key(child) {
-                return Err(format!("collection {id:?} includes unknown collection {child:?}"));
+                return Err(format!(
+                    "collection {id:?} includes unknown collection {child:?}"
+                ));
             }
             match marks.get(child) {
                 Some(Mark::Done) => {}
@@ -389,7 +392,10 @@ pub fn include_order(defs: &BTreeMap<String, CollectionDefinition>) -> Result<Ve
                     let from = stack.iter().position(|(s, _)| *s == child).unwrap_or(0);
                     let mut path: Vec<&str> = stack[from..].iter().map(|(s, _)| *s).collect();
                     path.push(child);
-                    return Err(format!("collections include each other: {}", path.join(" -> ")));
+                    return Err(format!(
+                        "collections include each other: {}",
+                        path.join(" -> ")
+                    ));
                 }
                 None => {
                     marks.insert(child, Mark::Visiting);
@@ -558,7 +564,10 @@ pub fn fill_targeting(
         .collect();
     // The collections deployments name and, transitively, what they include.
     let mut needed: BTreeSet<&str> = BTreeSet::new();
-    let mut todo: Vec<&str> = deployments.iter().map(|d| d.collection_id.as_str()).collect();
+    let mut todo: Vec<&str> = deployments
+        .iter()
+        .map(|d| d.collection_id.as_str())
+        .collect();
     while let Some(id) = todo.pop() {
         if needed.insert(id)
             && let Some(d) = defs.get(id)
@@ -699,8 +708,7 @@ impl Targeting {
             && (c.all
                 || c.rules.matches(facts)
                 || c.include_devices.iter().any(|d| d == facts.device_id)
-                || c
-                    .include_collections
+                || c.include_collections
                     .iter()
                     .any(|i| self.is_member(i, facts, memo, depth + 1)));
         memo.insert(id, m);
@@ -794,7 +802,9 @@ pub fn parse_interval(v: &str) -> Result<u32, String> {
     };
     let s = n * mult;
     if s == 0 || s > u64::from(u32::MAX) {
-        return Err(format!("{v:?}: the interval must be from 1 second to 136 years"));
+        return Err(format!(
+            "{v:?}: the interval must be from 1 second to 136 years"
+        ));
     }
     Ok(s as u32)
 }
@@ -915,12 +925,11 @@ impl SiteMembership {
     pub async fn load(store: &Store) -> Result<Self, PolicyError> {
         let collections = decode_all(&store.collection_definitions().await?)?;
         let devices = store.device_facts().await?;
-        let membership = Membership::compute(&collections, &devices).map_err(|why| {
-            PolicyError::Corrupt {
+        let membership =
+            Membership::compute(&collections, &devices).map_err(|why| PolicyError::Corrupt {
                 what: "collections".into(),
                 why,
-            }
-        })?;
+            })?;
         Ok(Self {
             collections,
             devices,
@@ -939,7 +948,10 @@ impl SiteMembership {
 }
 
 /// Adds the enabled deployments and the membership to a snapshot.
-pub async fn add_targeting(store: &Store, snap: &mut proto::PolicySnapshot) -> Result<(), PolicyError> {
+pub async fn add_targeting(
+    store: &Store,
+    snap: &mut proto::PolicySnapshot,
+) -> Result<(), PolicyError> {
     let site = SiteMembership::load(store).await?;
     let deployments: Vec<DeploymentTarget> = store
         .deployments()
@@ -953,8 +965,40 @@ pub async fn add_targeting(store: &Store, snap: &mut proto::PolicySnapshot) -> R
             interval_s: d.interval_s,
         })
         .collect();
-    fill_targeting(snap, &site.collections, &deployments, &site.devices, &site.membership);
+    fill_targeting(
+        snap,
+        &site.collections,
+        &deployments,
+        &site.devices,
+        &site.membership,
+    );
     Ok(())
+}
+
+/// Deploys every baseline an import added or found unchanged to `all-devices` with
+/// remediation, as the demo does; returns the policy version after it.
+pub async fn deploy_to_all_devices(
+    store: &Store,
+    imported: &super::ImportSummary,
+) -> Result<u64, PolicyError> {
+    let ids: BTreeSet<&str> = imported
+        .added
+        .iter()
+        .chain(&imported.unchanged)
+        .filter(|(kind, _, _)| *kind == "baseline")
+        .map(|(_, id, _)| id.as_str())
+        .collect();
+    for id in ids {
+        store
+            .deploy(&crate::store::DeployRequest {
+                baseline_id: id.into(),
+                collection_id: ALL_DEVICES.into(),
+                remediate: true,
+                interval_s: 0,
+            })
+            .await?;
+    }
+    Ok(store.policy_version().await?)
 }
 
 /// Compliance of one deployment over the devices now in its collection.
@@ -1057,7 +1101,11 @@ mod tests {
         assert!(s.contains("hostnme"), "{s}");
         let text = "[[collection]]\nid = \"x\"\nrevision = 1\nname = \"X\"\ninclude_collections = [\"x\"]\n";
         let e = parse_collections("c.toml", text).unwrap_err();
-        assert!(e[0].to_string().contains("cannot include itself"), "{}", e[0]);
+        assert!(
+            e[0].to_string().contains("cannot include itself"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]
@@ -1128,8 +1176,15 @@ mod tests {
         let got = t.for_device(&snap, &devices[0].facts());
         assert_eq!(got.baselines.len(), 1);
         assert!(!got.baselines[0].members[0].remediate);
-        assert_eq!(got.baselines[0].deployment.as_ref().unwrap().interval_s, 600);
-        assert!(t.for_device(&snap, &devices[1].facts()).baselines.is_empty());
+        assert_eq!(
+            got.baselines[0].deployment.as_ref().unwrap().interval_s,
+            600
+        );
+        assert!(
+            t.for_device(&snap, &devices[1].facts())
+                .baselines
+                .is_empty()
+        );
         // Unknown to the site: placed by the tags it reports.
         let new = dev(9, "c", &[("role", "web")]);
         assert_eq!(t.for_device(&snap, &new.facts()).baselines.len(), 1);

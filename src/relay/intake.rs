@@ -18,8 +18,8 @@ use crate::compliance::report::{check_no_nul, validate_report};
 use crate::envelope::{self, Opened};
 use crate::ids::{DeviceId, DevicePublicKey, MessageId};
 use crate::net::Peer;
-use crate::policy::collection::Facts;
 use crate::net::server::{check_content_length, read_body};
+use crate::policy::collection::Facts;
 use crate::proto::{
     self, DeviceEnrollment, EnrollRequest, EnrollResponse, ForwardRecord, PolicyResponse,
     Submission, SubmissionReceipt, TermsAcceptance, VerifiedSubmission, forward_record,
@@ -322,8 +322,11 @@ pub(super) async fn policy(st: &RelayState, req: Request<Incoming>) -> Resp {
         Some(p) if targeting.is_some() => {
             let t = targeting.as_ref().map(Arc::clone).unwrap_or_default();
             let device_id = opened.device_id.hex();
-            let tags: std::collections::BTreeMap<String, String> =
-                pr.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let tags: std::collections::BTreeMap<String, String> = pr
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             let facts = Facts {
                 device_id: &device_id,
                 hostname: &pr.hostname,

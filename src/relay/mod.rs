@@ -165,9 +165,7 @@ impl RelayState {
     }
 
     /// The snapshot and, when it is targeted, what places a device in it.
-    pub fn policy_with_targeting(
-        &self,
-    ) -> (Option<Arc<PolicySnapshot>>, Option<Arc<Targeting>>) {
+    pub fn policy_with_targeting(&self) -> (Option<Arc<PolicySnapshot>>, Option<Arc<Targeting>>) {
         self.policy
             .read()
             .map(|p| (p.snapshot.clone(), p.targeting.clone()))

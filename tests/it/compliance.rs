@@ -200,11 +200,14 @@ pub(crate) async fn start_site(sys: &mut TestSystem) {
     sys.site = Some(site);
 }
 
-async fn import(sys: &TestSystem, text: &str) -> u64 {
-    mprelay::policy::import_texts(&sys.store, &[("t.toml".to_string(), text.to_string())])
+/// Imports definitions and deploys their baselines to every device; the policy version after.
+pub(crate) async fn import(sys: &TestSystem, text: &str) -> u64 {
+    let s = mprelay::policy::import_texts(&sys.store, &[("t.toml".to_string(), text.to_string())])
+        .await
+        .unwrap();
+    mprelay::policy::collection::deploy_to_all_devices(&sys.store, &s)
         .await
         .unwrap()
-        .policy_version
 }
 
 /// Waits until the relay accepted policy `version` (or a later one) from the site; returns the

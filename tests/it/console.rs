@@ -27,10 +27,12 @@ pub async fn load(sys: &TestSystem, hostnames: &[&str]) {
         .iter()
         .map(|(n, t)| (n.to_string(), t.to_string()))
         .collect();
-    let v = mprelay::policy::import_texts(&sys.store, &files)
+    let s = mprelay::policy::import_texts(&sys.store, &files)
         .await
-        .unwrap()
-        .policy_version;
+        .unwrap();
+    let v = mprelay::policy::collection::deploy_to_all_devices(&sys.store, &s)
+        .await
+        .unwrap();
     wait_for_policy(sys, v).await;
     let mut reports = 0;
     for (i, h) in hostnames.iter().enumerate() {
