@@ -188,21 +188,26 @@ pub(super) async fn collection(c: CollectionCmd) -> Result<(), Failure> {
     }
 }
 
-/// `mprelay device tag ID k=v… [-k…]`: `k=v` sets a tag, `-k` removes one.
-pub(super) async fn tag(db: DbArg, id: String, tags: Vec<String>) -> Result<(), Failure> {
+/// `mprelay device tag ID k=v… [--remove k]…`.
+pub(super) async fn tag(
+    db: DbArg,
+    id: String,
+    tags: Vec<String>,
+    remove: Vec<String>,
+) -> Result<(), Failure> {
     let mut set = BTreeMap::new();
-    let mut remove = Vec::new();
+    for k in &remove {
+        check_key(k)?;
+    }
     for t in &tags {
-        if let Some(k) = t.strip_prefix('-') {
-            remove.push(check_key(k)?.to_string());
-        } else if let Some((k, v)) = t.split_once('=') {
+        if let Some((k, v)) = t.split_once('=') {
             if v.len() > 255 {
                 return Err(usage(format!("tag {k:?}: the value is over 255 bytes")));
             }
             set.insert(check_key(k)?.to_string(), v.to_string());
         } else {
             return Err(usage(format!(
-                "{t:?} is neither key=value (set a tag) nor -key (remove one)"
+                "{t:?} is not key=value (--remove KEY removes a tag)"
             )));
         }
     }

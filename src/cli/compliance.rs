@@ -42,13 +42,18 @@ pub(super) enum DeviceCmd {
         db: DbArg,
         id: String,
     },
-    /// Set tags on a device (`env=prod dc=par`) or remove them (`-env`), for collection rules.
+    /// Set tags on a device (`env=prod dc=par`) or remove them (`--remove env`), for
+    /// collection rules.
     Tag {
         #[command(flatten)]
         db: DbArg,
         id: String,
-        #[arg(required = true, allow_hyphen_values = true)]
+        /// key=value
+        #[arg(required_unless_present = "remove")]
         tags: Vec<String>,
+        /// Remove this tag (repeatable).
+        #[arg(long)]
+        remove: Vec<String>,
     },
 }
 
@@ -108,7 +113,12 @@ pub(super) async fn device(c: DeviceCmd) -> Result<(), Failure> {
     let (db, id, blocked) = match c {
         DeviceCmd::Block { db, id } => (db, id, true),
         DeviceCmd::Unblock { db, id } => (db, id, false),
-        DeviceCmd::Tag { db, id, tags } => return super::collections::tag(db, id, tags).await,
+        DeviceCmd::Tag {
+            db,
+            id,
+            tags,
+            remove,
+        } => return super::collections::tag(db, id, tags, remove).await,
     };
     let store = open_store(&db).await?;
     let word = if blocked { "blocked" } else { "unblocked" };

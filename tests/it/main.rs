@@ -9,6 +9,7 @@ mod procs;
 mod bench;
 mod browser;
 mod cli;
+mod collections;
 mod compliance;
 mod compliance_cli;
 mod console;
