@@ -6,6 +6,7 @@
 pub mod connections;
 pub mod harness;
 pub mod intake;
+pub mod policy;
 pub mod retention;
 pub mod writer;
 
@@ -22,6 +23,8 @@ pub enum BenchCmd {
     Connections(connections::Args),
     /// The retention task's delete rate and the writer's latency while it runs.
     Retention(retention::Args),
+    /// Targeted policy at scale: membership recompute, snapshot size, relay CPU per fetch.
+    Policy(policy::Args),
 }
 
 /// Runs one benchmark.
@@ -31,5 +34,6 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Intake(a) => intake::run(a).await,
         BenchCmd::Connections(a) => connections::run(a).await,
         BenchCmd::Retention(a) => retention::run(a).await,
+        BenchCmd::Policy(a) => policy::run(a).await,
     }
 }
