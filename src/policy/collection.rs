@@ -110,15 +110,8 @@ impl Rules {
         if self.is_empty() {
             return false;
         }
-        let glob_ok = |g: &Option<String>, v: &str, fold: bool| {
-            g.as_deref().is_none_or(|g| {
-                if fold {
-                    glob(&g.to_lowercase(), &v.to_lowercase())
-                } else {
-                    glob(g, v)
-                }
-            })
-        };
+        let glob_ok =
+            |g: &Option<String>, v: &str, fold: bool| g.as_deref().is_none_or(|g| glob(g, v, fold));
         glob_ok(&self.hostname, f.hostname, true)
             && glob_ok(&self.os, f.os, true)
             && glob_ok(&self.agent_version, f.agent_version, false)
@@ -137,18 +130,19 @@ impl Rules {
     }
 }
 
-/// `*` any run of characters, `?` any one character, everything else itself.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
+/// `*` any run of bytes, `?` any one byte, everything else itself (ignoring ASCII case when
+/// `fold`). Hostnames are ASCII; it allocates nothing, as it runs for every device and rule.
+pub fn glob(pattern: &str, text: &str, fold: bool) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let same = |a: u8, b: u8| a == b || (fold && a.eq_ignore_ascii_case(&b));
     // Greedy with backtracking to the last star: linear in practice, no recursion.
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && p[pi] == t[ti])) {
+        if pi < p.len() && (p[pi] == b'?' || (p[pi] != b'*' && same(p[pi], t[ti]))) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, ti));
             pi += 1;
         } else if let Some((sp, st)) = star {
@@ -159,7 +153,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    p[pi..].iter().all(|c| *c == b'*')
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1084,12 +1078,13 @@ mod tests {
 
     #[test]
     fn globs_match_as_shells_do() {
-        assert!(glob("par-*", "par-web-1"));
-        assert!(glob("*-web-?", "par-web-1"));
-        assert!(!glob("par-*", "lon-web-1"));
-        assert!(glob("*", ""));
-        assert!(!glob("a?c", "ac"));
-        assert!(glob("a*b*c", "axxbyyc"));
+        assert!(glob("par-*", "par-web-1", false));
+        assert!(glob("*-web-?", "par-web-1", false));
+        assert!(!glob("par-*", "lon-web-1", false));
+        assert!(glob("*", "", false));
+        assert!(!glob("a?c", "ac", false));
+        assert!(glob("a*b*c", "axxbyyc", false));
+        assert!(glob("PAR-*", "par-1", true) && !glob("PAR-*", "par-1", false));
     }
 
     #[test]
