@@ -147,9 +147,9 @@ async fn deployments_page(ctx: &Ctx, error: Option<&str>, status: StatusCode) ->
         .map_err(|_| Refusal::Internal)?;
     let mut b = String::new();
     if let Some(e) = error {
-        let _ = write!(b, "<p class=\"error\">{}</p>", esc(e));
+        let _ = write!(b, "<p class=\"error\" id=\"deploy-error\">{}</p>", esc(e));
     } else if ctx.query.contains_key("saved") {
-        b.push_str("<p class=\"saved\">Deployed; devices get it at their next policy fetch.</p>");
+        b.push_str("<p class=\"saved\" id=\"saved\">Deployed; devices get it at their next policy fetch.</p>");
     }
     b.push_str(
         "<p>Per deployment, the devices now in its collection; a device that left the \
@@ -187,11 +187,12 @@ async fn deployments_page(ctx: &Ctx, error: Option<&str>, status: StatusCode) ->
     let _ = write!(
         b,
         "</table><h2>Deploy a baseline</h2><form method=\"post\" action=\"/console/deployments\" \
-         class=\"deploy\">{csrf}<label>baseline <input name=\"baseline\" required></label> \
-         <label>collection <input name=\"collection\" required value=\"all-devices\"></label> \
-         <label><input type=\"checkbox\" name=\"remediate\"> remediate</label> \
-         <label>interval <input name=\"interval\" placeholder=\"4h\"></label> \
-         <button type=\"submit\">Deploy</button></form>",
+         class=\"deploy\">{csrf}<label>baseline <input id=\"baseline\" name=\"baseline\" required></label> \
+         <label>collection <input id=\"collection\" name=\"collection\" required \
+         value=\"all-devices\"></label> <label><input id=\"remediate\" type=\"checkbox\" \
+         name=\"remediate\"> remediate</label> <label>interval <input id=\"interval\" \
+         name=\"interval\" placeholder=\"4h\"></label> <button id=\"deploy\" \
+         type=\"submit\">Deploy</button></form>",
         csrf = csrf_field(ctx)
     );
     Ok(html_response(status, page("Deployments", csrf(ctx), &b)))
