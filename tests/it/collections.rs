@@ -13,7 +13,9 @@ use mprelay::policy::collection::{self, ALL_DEVICES};
 use mprelay::store::{DeployRequest, Store};
 
 use crate::both_backends;
-use crate::compliance::{BASELINE, run_opts, system_on, tree, wait_for_policy};
+use crate::compliance::{
+    BASELINE, admin_client, get_json, run_opts, system_on, tree, wait_for_policy,
+};
 use crate::compliance_cli::{run, stderr, stdout};
 use crate::db::TestDb;
 use crate::helpers::{TestSystem, wait_until};
@@ -128,6 +130,27 @@ async fn a_deployment_reaches_exactly_its_members_and_report_only_changes_nothin
         ),
         (1, 0, 1, 0, 0)
     );
+    // The admin API says the same, and pages the members.
+    let api = admin_client(&sys);
+    let token = sys.lb.admin_token().unwrap();
+    let (st, body) = get_json(
+        &api,
+        "/api/v1/deployments?collection=paris-prod",
+        Some(&token),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let d = &body["deployments"][0];
+    assert_eq!(
+        (d["targeted"].as_u64(), d["non_compliant"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let (st, body) = get_json(&api, "/api/v1/collections/paris-prod/members", Some(&token)).await;
+    assert_eq!(st, 200);
+    assert_eq!(body["total"], 1);
+    assert_eq!(body["members"][0]["device_id"], paris_id.as_str());
+    let (st, _) = get_json(&api, "/api/v1/collections/nope/members", Some(&token)).await;
+    assert_eq!(st, 404);
 
     // Moved out (the tag removed): the baseline no longer reaches it and it no longer counts,
     // while its report stays.
