@@ -229,6 +229,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             policy: Some(answer),
             unchanged: false,
             max_body_bytes: 1 << 20,
+            user_terms_version: 0,
         }
         .encode_to_vec();
         std::hint::black_box(body);

@@ -754,6 +754,7 @@ impl Targeting {
             blocked_device_ids: vec![],
             evaluation_interval_s: snap.evaluation_interval_s,
             retention_days: snap.retention_days,
+            terms_accepted: vec![],
             targeted: false,
             deployments: vec![],
             deployment_sets: vec![],
