@@ -274,6 +274,9 @@ impl Store {
     }
 }
 
+/// The check an import runs over the latest definition JSON of every collection.
+pub(crate) type ImportCheck<'a> = dyn Fn(&BTreeMap<String, String>) -> Result<(), String> + 'a;
+
 const LATEST_JSON: &str = "SELECT collection_id, definition_json FROM collections c \
      WHERE revision = (SELECT MAX(revision) FROM collections x \
      WHERE x.collection_id = c.collection_id) ORDER BY collection_id";
@@ -300,7 +303,7 @@ for_each_backend! {
     pub(crate) async fn import_collections(
         tx: &mut Conn,
         defs: &[DefinitionRecord],
-        check: &dyn Fn(&BTreeMap<String, String>) -> Result<(), String>,
+        check: &ImportCheck<'_>,
     ) -> Result<Result<CollectionImport, ImportRefusal>, StoreError> {
         let now = clock::now_ms();
         let mut out = CollectionImport::default();
