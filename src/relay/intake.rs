@@ -1,6 +1,5 @@
 //! The agent-facing endpoints: `POST /v1/enroll`, `POST /v1/submissions`, `POST /v1/policy`.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -316,11 +315,10 @@ pub(super) async fn policy(st: &RelayState, req: Request<Incoming>) -> Resp {
         .policy_served
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (snapshot, targeting) = st.policy_with_targeting();
-    let policy = match snapshot {
-        Some(p) if p.version == pr.known_version => None,
+    let policy = match (snapshot, targeting) {
+        (Some(p), _) if p.version == pr.known_version => None,
         // Targeted: only the baselines deployed to this device.
-        Some(p) if targeting.is_some() => {
-            let t = targeting.as_ref().map(Arc::clone).unwrap_or_default();
+        (Some(p), Some(t)) => {
             let device_id = opened.device_id.hex();
             let tags: std::collections::BTreeMap<String, String> = pr
                 .tags
@@ -340,10 +338,10 @@ pub(super) async fn policy(st: &RelayState, req: Request<Incoming>) -> Resp {
             };
             Some(t.for_device(&p, &facts))
         }
-        Some(p) => Some((*p).clone()),
+        (Some(p), None) => Some((*p).clone()),
         // No policy pushed yet: the empty snapshot, version 0.
-        None if pr.known_version == 0 => None,
-        None => Some(proto::PolicySnapshot::default()),
+        (None, _) if pr.known_version == 0 => None,
+        (None, _) => Some(proto::PolicySnapshot::default()),
     };
     let resp = PolicyResponse {
         unchanged: policy.is_none(),
