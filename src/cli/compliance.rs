@@ -43,6 +43,19 @@ pub(super) enum DeviceCmd {
         db: DbArg,
         id: String,
     },
+    /// Set tags on a device (`env=prod dc=par`) or remove them (`--remove env`), for
+    /// collection rules.
+    Tag {
+        #[command(flatten)]
+        db: DbArg,
+        id: String,
+        /// key=value
+        #[arg(required_unless_present = "remove")]
+        tags: Vec<String>,
+        /// Remove this tag (repeatable).
+        #[arg(long)]
+        remove: Vec<String>,
+    },
 }
 
 pub(super) async fn baseline(c: BaselineCmd) -> Result<(), Failure> {
@@ -101,6 +114,12 @@ pub(super) async fn device(c: DeviceCmd) -> Result<(), Failure> {
     let (db, id, blocked) = match c {
         DeviceCmd::Block { db, id } => (db, id, true),
         DeviceCmd::Unblock { db, id } => (db, id, false),
+        DeviceCmd::Tag {
+            db,
+            id,
+            tags,
+            remove,
+        } => return super::collections::tag(db, id, tags, remove).await,
     };
     let store = open_store(&db).await?;
     let word = if blocked { "blocked" } else { "unblocked" };

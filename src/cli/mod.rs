@@ -1,6 +1,7 @@
 //! The `mprelay` command line. Exit status: 0 on success, 64 for bad usage or configuration,
 //! 1 for other failures; errors go to stderr as one sentence naming the file, field or value.
 
+mod collections;
 mod compliance;
 pub mod format;
 mod maintenance;
@@ -56,7 +57,15 @@ enum Command {
     /// Configuration baselines and items: import definitions (TOML), list revisions.
     #[command(subcommand)]
     Baseline(compliance::BaselineCmd),
-    /// Block or unblock a device (relays refuse it once the policy reaches them).
+    /// Collections of devices: import definitions (TOML), list, show, members.
+    #[command(subcommand)]
+    Collection(collections::CollectionCmd),
+    /// Deploy a baseline to a collection, or change how it is deployed.
+    Deploy(collections::DeployArgs),
+    /// Deployments: list, disable, enable.
+    #[command(subcommand)]
+    Deployment(collections::DeploymentCmd),
+    /// Block or unblock a device (relays refuse it once the policy reaches them), or tag it.
     #[command(subcommand)]
     Device(compliance::DeviceCmd),
     /// Terms and conditions: publish a version or an edit, show what is published.
@@ -202,8 +211,11 @@ enum ReportCmd {
     Compliance {
         #[command(flatten)]
         db: DbArg,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "collection")]
         baseline: Option<String>,
+        /// Per deployment to this collection, over the devices now in it (table only).
+        #[arg(long)]
+        collection: Option<String>,
         #[command(flatten)]
         format: FormatArg,
     },
@@ -396,6 +408,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Report(c) => report(c).await,
         Command::Baseline(c) => compliance::baseline(c).await,
         Command::Device(c) => compliance::device(c).await,
+        Command::Collection(c) => collections::collection(c).await,
+        Command::Deploy(a) => collections::deploy(a).await,
+        Command::Deployment(c) => collections::deployment(c).await,
         Command::Terms(c) => terms::terms(c).await,
         Command::Maintenance(c) => maintenance::maintenance(c).await,
         Command::Bench(c) => crate::bench::run(c).await.map_err(Failure::from),
@@ -826,8 +841,23 @@ async fn report(c: ReportCmd) -> Result<(), Failure> {
     match c {
         ReportCmd::Compliance {
             db,
+            collection: Some(c),
+            format,
+            ..
+        } => {
+            if format.format != format::Format::Table {
+                return Err(usage(
+                    "report compliance --collection prints a table only: leave out --format",
+                ));
+            }
+            let store = open_store_read_only(&db).await?;
+            collections::report_collection(&store, &c).await
+        }
+        ReportCmd::Compliance {
+            db,
             baseline,
             format,
+            ..
         } => {
             let store = open_store_read_only(&db).await?;
             compliance::report_compliance(&store, baseline.as_deref(), format.format).await

@@ -292,24 +292,24 @@ struct MemberToml {
 }
 
 /// Byte offsets to lines and columns, for one file.
-struct Lines<'a> {
+pub(crate) struct Lines<'a> {
     file: &'a str,
     starts: Vec<usize>,
 }
 
 impl<'a> Lines<'a> {
-    fn new(file: &'a str, text: &str) -> Self {
+    pub(crate) fn new(file: &'a str, text: &str) -> Self {
         let mut starts = vec![0];
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         Self { file, starts }
     }
 
-    fn line_col(&self, offset: usize) -> (usize, usize) {
+    pub(crate) fn line_col(&self, offset: usize) -> (usize, usize) {
         let line = self.starts.partition_point(|s| *s <= offset).max(1);
         (line, offset - self.starts[line - 1] + 1)
     }
 
-    fn error(
+    pub(crate) fn error(
         &self,
         span: Range<usize>,
         field: impl Into<String>,

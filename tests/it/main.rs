@@ -10,6 +10,7 @@ mod bench;
 mod bench_e2e;
 mod browser;
 mod cli;
+mod collections;
 mod compliance;
 mod compliance_cli;
 mod console;

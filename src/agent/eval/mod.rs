@@ -168,8 +168,12 @@ pub fn evaluate_baseline(b: &proto::Baseline, ctx: &EvalContext) -> ComplianceRe
             continue;
         };
         let membership = Membership::try_from(m.membership).unwrap_or(Membership::Required);
-        // A prohibited item is never "fixed" into presence.
-        let remediate = ctx.remediate && m.remediate && membership != Membership::Prohibited;
+        // A prohibited item is never "fixed" into presence; a report-only deployment never
+        // changes anything.
+        let remediate = ctx.remediate
+            && m.remediate
+            && membership != Membership::Prohibited
+            && b.deployment.as_ref().is_none_or(|d| d.remediate);
         let mut settings: Vec<SettingResult> = ci
             .settings
             .iter()
@@ -451,6 +455,7 @@ mod tests {
         std::fs::write(dir.path().join("usr/sbin/in.rshd"), "").unwrap();
         let ctx = EvalContext::new(dir.path());
         let baseline = |path: &str| proto::Baseline {
+            deployment: None,
             id: "b".into(),
             revision: 1,
             name: "b".into(),

@@ -10,6 +10,7 @@
 //! by logging in with the token ([`session`] keeps the sessions; the [`router`] hands each
 //! handler its own). `/metrics` serves the site's metrics (token required).
 
+pub mod collections;
 pub mod compliance;
 pub mod devices;
 pub mod maintenance;
@@ -154,6 +155,7 @@ pub fn routes() -> Router {
         .public(Method::GET, "/readyz", readyz)
         .get("/metrics", metrics);
     let r = compliance::routes(r);
+    let r = collections::routes(r);
     let r = devices::routes(r);
     let r = crate::site::console::routes(r);
     let r = maintenance::routes(r);
