@@ -8,6 +8,7 @@ pub mod e2e;
 pub mod harness;
 pub mod intake;
 pub mod retention;
+pub mod site;
 pub mod writer;
 
 use clap::Subcommand;
@@ -26,6 +27,9 @@ pub enum BenchCmd {
     /// Reports from agents into the site database through a relay and a site server, against
     /// the relay's intake alone.
     E2e(e2e::Args),
+    /// A generated large site database, and how fast every console page, report and admin
+    /// API read answers on it.
+    Site(site::Args),
 }
 
 /// Runs one benchmark.
@@ -36,5 +40,6 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Connections(a) => connections::run(a).await,
         BenchCmd::Retention(a) => retention::run(a).await,
         BenchCmd::E2e(a) => e2e::run(a).await,
+        BenchCmd::Site(a) => site::run(a).await,
     }
 }
