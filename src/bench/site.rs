@@ -255,12 +255,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 fn timed(name: String, mut us: Vec<u32>) -> Timed {
     let cold = us.remove(0);
     us.sort_unstable();
-    Timed {
+    let t = Timed {
         name,
         cold_ms: round(cold as f64 / 1000.0, 1),
         p50_ms: round(percentile(&us, 50.0) / 1000.0, 1),
         p95_ms: round(percentile(&us, 95.0) / 1000.0, 1),
-    }
+    };
+    eprintln!("  {}: cold {} ms, p95 {} ms", t.name, t.cold_ms, t.p95_ms);
+    t
 }
 
 /// Every console page and admin API read, on a flapping device (history of one interval per

@@ -9,8 +9,8 @@
 //! at `start + t·4 h + (d·7919 mod 4 h)`, so a slot's reports spread over its 4 hours and stay in
 //! its day. Its report id is `(t·devices + d)·baselines + b + 1`, ascending with slot as the
 //! writer's are. Devices whose number is a multiple of 10 flap: on day `k` they are
-//! non-compliant with baseline `b` when `k + b` is odd (the first setting fails), so their
-//! history has one interval per day; every other device is compliant throughout, one open
+//! non-compliant with baseline `b` when `days − 1 − k + b` is even (the first setting fails:
+//! on the last day, with the even baselines), so their history has one interval per day; every other device is compliant throughout, one open
 //! interval. Only what differs between the dialects (hex and decimal padding, blobs, the
 //! partition key and dedup table of PostgreSQL) is written per backend.
 
@@ -120,10 +120,11 @@ fn at(shape: &SiteShape, t: &str, d: &str) -> String {
 }
 
 /// The state of device `d` for baseline `b` on day `k` (SQL expressions).
-fn state(d: &str, b: &str, k: &str) -> String {
+fn state(shape: &SiteShape, d: &str, b: &str, k: &str) -> String {
     format!(
-        "CASE WHEN ({d}) % 10 = 0 AND (({k}) + ({b})) % 2 = 1 \
-         THEN 'non_compliant' ELSE 'compliant' END"
+        "CASE WHEN ({d}) % 10 = 0 AND ({} - ({k}) + ({b})) % 2 = 0 \
+         THEN 'non_compliant' ELSE 'compliant' END",
+        shape.days - 1
     )
 }
 
@@ -156,7 +157,7 @@ impl Store {
         let (lo, hi) = shape.slot_ids(t);
         let id = format!("({t} * {} + d.i) * {} + b.i + 1", shape.devices, shape.baselines);
         let when = at(shape, &t.to_string(), "d.i");
-        let st = state("d.i", "b.i", &k.to_string());
+        let st = state(shape, "d.i", "b.i", &k.to_string());
         let failing = format!("(CASE WHEN {st} = 'non_compliant' THEN 1 ELSE 0 END)");
         let reports = format!(
             "WITH RECURSIVE {}, {} \
@@ -241,7 +242,7 @@ impl Store {
             series("b", shape.baselines - 1),
             series("k", last_day),
             x.hex("d.i", 32),
-            state("d.i", "b.i", "k.i"),
+            state(shape, "d.i", "b.i", "k.i"),
             x.message_id(&id),
         );
         let (lo, hi) = shape.slot_ids(shape.slots() - 1);
