@@ -155,7 +155,10 @@ impl Store {
         let x = Dialect::of(self);
         let k = t / SLOTS_PER_DAY;
         let (lo, hi) = shape.slot_ids(t);
-        let id = format!("({t} * {} + d.i) * {} + b.i + 1", shape.devices, shape.baselines);
+        let id = format!(
+            "({t} * {} + d.i) * {} + b.i + 1",
+            shape.devices, shape.baselines
+        );
         let when = at(shape, &t.to_string(), "d.i");
         let st = state(shape, "d.i", "b.i", &k.to_string());
         let failing = format!("(CASE WHEN {st} = 'non_compliant' THEN 1 ELSE 0 END)");
@@ -284,7 +287,8 @@ impl Store {
         let mut out = vec![];
         for t in TABLES {
             let sql = AssertSqlSafe(format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {t}"));
-            let n: i64 = read!(self, p => sqlx::query_scalar(sql.into_sql_str()).fetch_one(p).await?);
+            let n: i64 =
+                read!(self, p => sqlx::query_scalar(sql.into_sql_str()).fetch_one(p).await?);
             out.push((t.to_string(), n));
         }
         Ok(out)

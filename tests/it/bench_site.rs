@@ -54,7 +54,10 @@ async fn site_bench_generates_a_fleet_the_product_reads_and_times_every_page(db:
         assert!(p["cold_ms"].as_f64().is_some_and(|x| x > 0.0), "{p}");
     }
     assert!(v["size_bytes"].as_i64().is_some_and(|x| x > 0), "{v}");
-    assert!(v["bytes_per_device_day"].as_f64().is_some_and(|x| x > 0.0), "{v}");
+    assert!(
+        v["bytes_per_device_day"].as_f64().is_some_and(|x| x > 0.0),
+        "{v}"
+    );
 
     // What the console and reports read from it.
     let store = db.store().await;
@@ -91,7 +94,12 @@ async fn site_bench_generates_a_fleet_the_product_reads_and_times_every_page(db:
         .iter()
         .map(|h| (h.state.as_str(), h.ended_ms.is_none()))
         .collect();
-    assert_eq!(states, [("compliant", false), ("non_compliant", true)], "{:?}", b.history);
+    assert_eq!(
+        states,
+        [("compliant", false), ("non_compliant", true)],
+        "{:?}",
+        b.history
+    );
     store.close().await;
 }
 both_backends!(site_bench_generates_a_fleet_the_product_reads_and_times_every_page);
