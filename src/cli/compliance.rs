@@ -218,8 +218,8 @@ pub(super) async fn report_noncompliant(
     id: &str,
     state: State,
 ) -> Result<(), Failure> {
-    let d = store
-        .baseline_detail(id)
+    let o = store
+        .baseline_overview(id)
         .await
         .context("reading compliance")?
         .ok_or_else(|| anyhow::anyhow!("no baseline {id:?} is defined or reported at this site"))?;
@@ -227,10 +227,7 @@ pub(super) async fn report_noncompliant(
         .failing_devices(id, state)
         .await
         .context("reading compliance")?;
-    print!(
-        "{}",
-        tables::noncompliant(&d.overview.name, id, state, &devices)
-    );
+    print!("{}", tables::noncompliant(&o.name, id, state, &devices));
     Ok(())
 }
 
@@ -289,7 +286,7 @@ pub(super) async fn report_devices(store: &Store, a: &ListArgs) -> Result<(), Fa
         }
         Some(id) => {
             store
-                .baseline_detail(id)
+                .baseline_overview(id)
                 .await
                 .context("reading compliance")?
                 .ok_or_else(|| {

@@ -276,6 +276,14 @@ impl Store {
             statements.push(format!(
                 "SELECT setval('compliance_reports_report_id_seq', {hi})"
             ));
+            // As the writer does after each batch: summarize the block ranges filled, or
+            // finding a report's settings reads its whole day.
+            statements.push(
+                "SELECT brin_summarize_new_values(i.indexrelid) FROM pg_index i \
+                 JOIN pg_inherits h ON h.inhrelid = i.indexrelid \
+                 WHERE h.inhparent = 'setting_results_report'::regclass"
+                    .to_string(),
+            );
         }
         statements.push("ANALYZE".to_string());
         execute_all(self, statements).await?;
