@@ -9,6 +9,7 @@ pub mod harness;
 pub mod intake;
 pub mod policy;
 pub mod retention;
+pub mod site;
 pub mod writer;
 
 use clap::Subcommand;
@@ -29,6 +30,9 @@ pub enum BenchCmd {
     E2e(e2e::Args),
     /// Targeted policy at scale: membership recompute, snapshot size, relay CPU per fetch.
     Policy(policy::Args),
+    /// A generated large site database, and how fast every console page, report and admin
+    /// API read answers on it.
+    Site(site::Args),
 }
 
 /// Runs one benchmark.
@@ -40,5 +44,6 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Retention(a) => retention::run(a).await,
         BenchCmd::E2e(a) => e2e::run(a).await,
         BenchCmd::Policy(a) => policy::run(a).await,
+        BenchCmd::Site(a) => site::run(a).await,
     }
 }

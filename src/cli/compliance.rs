@@ -264,8 +264,8 @@ pub(super) async fn report_noncompliant(
     state: State,
     format: Format,
 ) -> Result<(), Failure> {
-    let d = store
-        .baseline_detail(id)
+    let o = store
+        .baseline_overview(id)
         .await
         .context("reading compliance")?
         .ok_or_else(|| anyhow::anyhow!("no baseline {id:?} is defined or reported at this site"))?;
@@ -277,7 +277,7 @@ pub(super) async fn report_noncompliant(
         "{}",
         render(
             format,
-            || tables::noncompliant(&d.overview.name, id, state, &devices),
+            || tables::noncompliant(&o.name, id, state, &devices),
             || records::noncompliant_json(id, state, &devices),
             || records::noncompliant_csv(id, &devices),
         )
@@ -351,7 +351,7 @@ pub(super) async fn report_devices(
         }
         Some(id) => {
             store
-                .baseline_detail(id)
+                .baseline_overview(id)
                 .await
                 .context("reading compliance")?
                 .ok_or_else(|| {

@@ -105,6 +105,16 @@ impl Store {
         self.overview(None).await
     }
 
+    /// A baseline's devices per state; `None` when the site knows nothing of it. What a page
+    /// that only names the baseline or checks it exists reads: [`Store::baseline_detail`] also
+    /// counts every setting of every current report.
+    pub async fn baseline_overview(
+        &self,
+        baseline_id: &str,
+    ) -> Result<Option<BaselineOverview>, StoreError> {
+        Ok(self.overview(Some(baseline_id)).await?.pop())
+    }
+
     /// One baseline in detail; `None` when the site knows nothing of it.
     pub async fn baseline_detail(
         &self,

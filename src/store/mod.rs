@@ -31,6 +31,7 @@
 //!   terms.rs        terms and conditions, acceptances, site settings
 //!   retention.rs    the retention task's batches and run lock
 //!   ceiling.rs      the writer benchmark's bare-insert ceiling
+//!   generate.rs     the site benchmark's generated database, set-based
 //!   sqlite/         what SQLite says its own way: mod.rs (open, pools, checkpoints, how
 //!                   transactions begin), write.rs (the write path), retention.rs,
 //!                   compliance.rs and reads.rs (where a report and its settings are)
@@ -118,6 +119,7 @@ mod console;
 pub mod decide;
 mod error;
 mod events;
+mod generate;
 mod lists;
 mod maintenance;
 mod migrate;
@@ -140,6 +142,7 @@ pub use decide::{
 pub use error::StoreError;
 pub(crate) use error::describe;
 pub use events::CriticalEvent;
+pub use generate::{SLOT_MS, SLOTS_PER_DAY, SiteShape};
 pub use lists::{BaselineDeviceRow, DEFAULT_PAGE, DeviceFilter, MAX_PAGE, Page};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

@@ -8,6 +8,7 @@ mod procs;
 
 mod bench;
 mod bench_e2e;
+mod bench_site;
 mod browser;
 mod cli;
 mod collections;

@@ -102,7 +102,12 @@ async fn noncompliant(ctx: Ctx) -> Reply {
         ));
     };
     let store = &ctx.state.store;
-    if store.baseline_detail(id).await.map_err(internal)?.is_none() {
+    if store
+        .baseline_overview(id)
+        .await
+        .map_err(internal)?
+        .is_none()
+    {
         return Err(Refusal::NoSuch(format!(
             "no baseline {id:?} is defined or reported at this site"
         )));

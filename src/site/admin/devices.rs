@@ -85,7 +85,7 @@ async fn baseline_devices(ctx: Ctx) -> Reply {
     let f = filter_of(&ctx)?;
     let store = &ctx.state.store;
     if store
-        .baseline_detail(&id)
+        .baseline_overview(&id)
         .await
         .map_err(internal)?
         .is_none()

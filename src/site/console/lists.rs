@@ -66,7 +66,7 @@ pub(super) async fn baseline_devices(ctx: Ctx) -> Reply {
         Err(e) => return Ok(refused(&ctx, "Devices", &e)),
     };
     let store = &ctx.state.store;
-    let detail = match store.baseline_detail(&id).await {
+    let overview = match store.baseline_overview(&id).await {
         Ok(Some(d)) => d,
         Ok(None) => {
             return Ok(not_found(
@@ -84,7 +84,7 @@ pub(super) async fn baseline_devices(ctx: Ctx) -> Reply {
     let mut b = format!(
         "<p><a href=\"/console/baselines/{}\">{}</a></p>",
         url_part(&id),
-        esc(&detail.overview.name)
+        esc(&overview.name)
     );
     b.push_str(&filter_form(&base, &f, true));
     let _ = write!(
@@ -124,12 +124,8 @@ pub(super) async fn baseline_devices(ctx: Ctx) -> Reply {
     b.push_str("</table>");
     b.push_str(&next_link(&base, &f, p.next_after.as_deref()));
     let title = match f.state {
-        Some(s) => format!(
-            "{}: {} devices",
-            detail.overview.name,
-            state_label(s.as_str())
-        ),
-        None => format!("{}: devices", detail.overview.name),
+        Some(s) => format!("{}: {} devices", overview.name, state_label(s.as_str())),
+        None => format!("{}: devices", overview.name),
     };
     Ok(html_response(StatusCode::OK, page(&title, csrf(&ctx), &b)))
 }
