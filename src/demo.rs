@@ -96,6 +96,7 @@ impl Loopback {
             spool: SpoolConfig::new(spool),
             intake: IntakeOptions::default(),
             clock: clock::system(),
+            metrics_token: None,
         })
     }
 

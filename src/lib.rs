@@ -11,7 +11,8 @@
 //! - [`net`]: the HTTPS server loop with its limits, and a kept-alive HTTPS client.
 //! - [`spool`]: the relay's durable SQLite spool with group commit.
 //! - [`relay`]: the relay — agent-facing intake listener and site-facing mTLS listener.
-//! - [`compliance`]: compliance states, severities, rules and roll-ups.
+//! - [`compliance`]: compliance states, severities, rules and roll-ups, and the rules a report's
+//!   contents follow (`compliance::report`).
 //! - [`policy`]: baseline and configuration item definitions (TOML), their import with revision
 //!   history, terms and conditions and the privacy statement URL, and the versioned policy
 //!   snapshot the site pushes to relays.

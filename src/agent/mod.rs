@@ -39,6 +39,15 @@ use crate::wire::{AgentAction, agent_action};
 use queue::{Queue, Queued};
 
 /// Why an agent operation failed.
+/// A relay's answer to a policy request.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyAnswer {
+    /// `None` when the agent's version is current.
+    pub policy: Option<crate::proto::PolicySnapshot>,
+    /// The highest terms version the user accepted at the site, on any device (0: none).
+    pub user_terms_version: u32,
+}
+
 #[derive(Debug, Error)]
 pub enum AgentError {
     /// The agent is not enrolled and has no enrollment secret to enroll with.
@@ -558,6 +567,15 @@ impl Agent {
         known_version: u64,
         user: &str,
     ) -> Result<Option<crate::proto::PolicySnapshot>, AgentError> {
+        Ok(self.fetch_policy_for(known_version, user).await?.policy)
+    }
+
+    /// [`Agent::fetch_policy`], with what the site knows of `user`'s terms acceptance.
+    pub async fn fetch_policy_for(
+        &self,
+        known_version: u64,
+        user: &str,
+    ) -> Result<PolicyAnswer, AgentError> {
         let sub = Submission {
             message_id: MessageId::new().to_string(),
             device_id: self.device_id().hex(),
@@ -579,7 +597,10 @@ impl Agent {
                     self.relay_body_limit
                         .store(pr.max_body_bytes, Ordering::Relaxed);
                 }
-                return Ok(if pr.unchanged { None } else { pr.policy });
+                return Ok(PolicyAnswer {
+                    policy: if pr.unchanged { None } else { pr.policy },
+                    user_terms_version: pr.user_terms_version,
+                });
             }
             let err = ErrorResponse::decode(resp.body.as_ref()).unwrap_or_default();
             match agent_action(&err.code) {

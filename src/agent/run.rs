@@ -101,9 +101,21 @@ impl Agent {
         &self,
         user: &str,
     ) -> Result<(PolicySnapshot, PolicySource), AgentError> {
+        let (policy, source, _) = self.current_policy_for(user).await?;
+        Ok((policy, source))
+    }
+
+    /// [`Agent::current_policy`], with the highest terms version the site knows `user` accepted
+    /// (0 when none, or when the relay could not be asked).
+    pub async fn current_policy_for(
+        &self,
+        user: &str,
+    ) -> Result<(PolicySnapshot, PolicySource, u32), AgentError> {
         let kept = self.cached_policy();
         let known = kept.as_ref().map(|p| p.version).unwrap_or(0);
-        match self.fetch_policy(known, user).await {
+        let answer = self.fetch_policy_for(known, user).await;
+        let site_version = answer.as_ref().map_or(0, |a| a.user_terms_version);
+        let (policy, source) = match answer.map(|a| a.policy) {
             Ok(Some(p)) => {
                 self.keep_policy(&p)?;
                 info!(
@@ -111,15 +123,16 @@ impl Agent {
                     baselines = p.baselines.len(),
                     "policy updated"
                 );
-                Ok((p, PolicySource::Fetched))
+                (p, PolicySource::Fetched)
             }
-            Ok(None) => Ok((kept.unwrap_or_default(), PolicySource::Unchanged)),
-            Err(e @ AgentError::Blocked(_)) => Err(e),
+            Ok(None) => (kept.unwrap_or_default(), PolicySource::Unchanged),
+            Err(e @ AgentError::Blocked(_)) => return Err(e),
             Err(e) => {
                 warn!(error = %e, version = known, "cannot fetch the policy; evaluating the kept one");
-                Ok((kept.unwrap_or_default(), PolicySource::Cached))
+                (kept.unwrap_or_default(), PolicySource::Cached)
             }
-        }
+        };
+        Ok((policy, source, site_version))
     }
 
     /// One round: policy, evaluation (with remediation), one queued report per baseline,

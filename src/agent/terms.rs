@@ -10,7 +10,9 @@
 //!
 //! The portal functions ([`Agent::portal_policy`]: the policy refreshed for a user, and with it
 //! the privacy statement URL) are refused with [`AgentError::TermsNotAccepted`] until the user
-//! has accepted the version in force. Compliance evaluation and reporting never wait for it.
+//! has accepted the version in force — on this device, or on any other: acceptance is per user,
+//! and the relay answers each policy request with the highest version the site has from the
+//! user. Compliance evaluation and reporting never wait for it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -59,6 +61,9 @@ pub struct TermsStatus {
     pub source: PolicySource,
     /// The user's acceptance recorded on this device, if any (of any version).
     pub accepted: Option<LocalAcceptance>,
+    /// The highest version the site knows the user accepted, on any device (0: none, or the
+    /// relay could not be asked).
+    pub site_accepted: u32,
 }
 
 impl TermsStatus {
@@ -72,11 +77,15 @@ impl TermsStatus {
     pub fn accepted_current(&self) -> bool {
         match self.terms() {
             None => true,
-            Some(t) => self
-                .accepted
-                .as_ref()
-                .is_some_and(|a| a.version >= t.version),
+            Some(t) => self.accepted_version().is_some_and(|v| v >= t.version),
         }
+    }
+
+    /// The highest version the user accepted, here or (as the site says) on another device.
+    /// Acceptance is per user: a user who accepted on one device has accepted on all.
+    pub fn accepted_version(&self) -> Option<u32> {
+        let here = self.accepted.as_ref().map(|a| a.version).unwrap_or(0);
+        Some(here.max(self.site_accepted)).filter(|v| *v > 0)
     }
 }
 
@@ -196,12 +205,13 @@ impl Agent {
     /// Fetches the policy for `user` (the kept one when the relay cannot be asked) and says
     /// where the user stands with its terms.
     pub async fn terms_status(&self, user: &str) -> Result<TermsStatus, AgentError> {
-        let (policy, source) = self.current_policy(user).await?;
+        let (policy, source, site_accepted) = self.current_policy_for(user).await?;
         Ok(TermsStatus {
             user: user.into(),
             policy,
             source,
             accepted: self.accepted_terms(user),
+            site_accepted,
         })
     }
 
@@ -258,7 +268,7 @@ impl Agent {
             user: user.into(),
             version: t.version,
             title: t.title,
-            accepted: status.accepted.map(|a| a.version),
+            accepted: status.accepted_version(),
         })
     }
 }

@@ -118,31 +118,7 @@ enroll_peer_burst = 1000000
         );
         let config = dir.join("relay.toml");
         std::fs::write(&config, toml).with_context(|| format!("writing {}", config.display()))?;
-        let exe = std::env::current_exe().context("finding the mprelay executable")?;
-        let mut child = Command::new(exe)
-            .arg("relay")
-            .arg("--config")
-            .arg(&config)
-            .env("MPRELAY_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the relay process")?;
-        let pid = child
-            .id()
-            .ok_or_else(|| anyhow!("the relay exited at once"))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow!("no relay stdout"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        // "relay ID listening: agents on ADDR, site servers on ADDR"
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .context("the relay did not start within 60 s")??
-            .ok_or_else(|| anyhow!("the relay exited before listening"))?;
+        let (child, pid, line) = spawn_mprelay("relay", &config).await?;
         let agent = line
             .split("agents on ")
             .nth(1)
@@ -153,8 +129,6 @@ enroll_peer_burst = 1000000
             .nth(1)
             .ok_or_else(|| anyhow!("unexpected relay output: {line}"))?;
         let (agent, site) = (agent.trim().to_string(), site.trim().to_string());
-        // Keep draining stdout so the relay never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self {
             relay: RelayUnderTest::Child { child, pid, spool },
             agent_url: format!("https://{agent}"),
@@ -286,6 +260,39 @@ enroll_peer_burst = 1000000
         }
         Ok(cfg)
     }
+}
+
+/// Starts `mprelay ROLE --config CONFIG` (this same executable) as a child that is killed when
+/// dropped, and waits for the first line it prints on stdout, which it prints once it serves
+/// (its listeners are bound, or its database is open). Returns the child, its pid and that line.
+pub async fn spawn_mprelay(role: &str, config: &Path) -> anyhow::Result<(Child, u32, String)> {
+    let exe = std::env::current_exe().context("finding the mprelay executable")?;
+    let mut child = Command::new(exe)
+        .arg(role)
+        .arg("--config")
+        .arg(config)
+        .env("MPRELAY_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting the {role} process"))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| anyhow!("the {role} exited at once"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("no {role} stdout"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .with_context(|| format!("the {role} did not start within 60 s"))??
+        .ok_or_else(|| anyhow!("the {role} exited before serving"))?;
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, pid, line))
 }
 
 /// The load generator's certificate check for full handshakes: the relay's chain is verified in
@@ -452,6 +459,12 @@ pub struct Sealed {
 
 /// Seals `n` unique 35-setting reports, spread round-robin over `devices`, on every core.
 pub fn seal_reports(devices: &[Device], n: usize) -> Vec<Sealed> {
+    seal_reports_with(devices, n, 35)
+}
+
+/// Seals `n` unique reports of `settings` settings, spread round-robin over `devices`, on every
+/// core.
+pub fn seal_reports_with(devices: &[Device], n: usize, settings: usize) -> Vec<Sealed> {
     let threads = cores().min(n.max(1));
     let now = crate::clock::now_ms();
     let mut out: Vec<Vec<Sealed>> = Vec::new();
@@ -469,7 +482,7 @@ pub fn seal_reports(devices: &[Device], n: usize) -> Vec<Sealed> {
                                 device_id: d.signer.device_id().hex(),
                                 created_unix_ms: now,
                                 body: Some(Body::ComplianceReport(
-                                    crate::sample::report_with_settings(35, i as u64),
+                                    crate::sample::report_with_settings(settings, i as u64),
                                 )),
                             };
                             let sealed =

@@ -309,6 +309,8 @@ async fn ceiling(keys: &MasterKeys, sealed: &Arc<Vec<Sealed>>, secs: f64) -> any
 pub(crate) struct Load {
     /// Indexes (into the sealed reports) answered 202 with their receipt.
     pub accepted: Vec<usize>,
+    /// When each of `accepted` got its receipt, in the same order.
+    pub accepted_at: Vec<Instant>,
     pub errors: u64,
     pub latencies_us: Vec<u32>,
     pub elapsed: Duration,
@@ -317,8 +319,23 @@ pub(crate) struct Load {
 #[derive(Default)]
 struct WorkerResult {
     accepted: Vec<usize>,
+    accepted_at: Vec<Instant>,
     errors: u64,
     latencies_us: Vec<u32>,
+}
+
+impl WorkerResult {
+    /// Counts the outcome of report `i`, sent at `sent`.
+    fn record(&mut self, ok: bool, i: usize, sent: Instant) {
+        if ok {
+            let now = Instant::now();
+            self.latencies_us.push(micros(now - sent));
+            self.accepted.push(i);
+            self.accepted_at.push(now);
+        } else {
+            self.errors += 1;
+        }
+    }
 }
 
 /// Sends every sealed report and collects what was accepted, and how fast.
@@ -351,6 +368,7 @@ pub(crate) async fn send_all(
     }
     let mut load = Load {
         accepted: Vec::with_capacity(sealed.len()),
+        accepted_at: Vec::with_capacity(sealed.len()),
         errors: 0,
         latencies_us: Vec::with_capacity(sealed.len()),
         elapsed: Duration::ZERO,
@@ -358,6 +376,7 @@ pub(crate) async fn send_all(
     while let Some(r) = tasks.join_next().await {
         let w = r.context("load task panicked")?;
         load.accepted.extend(w.accepted);
+        load.accepted_at.extend(w.accepted_at);
         load.errors += w.errors;
         load.latencies_us.extend(w.latencies_us);
     }
@@ -406,12 +425,7 @@ async fn keepalive_h1(
             },
             None => false,
         };
-        if ok {
-            w.latencies_us.push(micros(t0.elapsed()));
-            w.accepted.push(i);
-        } else {
-            w.errors += 1;
-        }
+        w.record(ok, i, t0);
     }
     w
 }
@@ -461,12 +475,7 @@ async fn keepalive_h2(
                     },
                     Err(_) => false,
                 };
-                if ok {
-                    w.latencies_us.push(micros(t0.elapsed()));
-                    w.accepted.push(i);
-                } else {
-                    w.errors += 1;
-                }
+                w.record(ok, i, t0);
             }
             w
         });
@@ -474,6 +483,7 @@ async fn keepalive_h2(
     while let Some(r) = tasks.join_next().await {
         if let Ok(r) = r {
             w.accepted.extend(r.accepted);
+            w.accepted_at.extend(r.accepted_at);
             w.errors += r.errors;
             w.latencies_us.extend(r.latencies_us);
         }
@@ -494,12 +504,7 @@ async fn newconn(dest: Dest, sealed: Arc<Vec<Sealed>>, next: Arc<AtomicUsize>) -
                 .unwrap_or(false),
             Err(_) => false,
         };
-        if ok {
-            w.latencies_us.push(micros(t0.elapsed()));
-            w.accepted.push(i);
-        } else {
-            w.errors += 1;
-        }
+        w.record(ok, i, t0);
     }
     w
 }

@@ -4,6 +4,7 @@
 //! absolute figures.
 
 pub mod connections;
+pub mod e2e;
 pub mod harness;
 pub mod intake;
 pub mod retention;
@@ -22,6 +23,9 @@ pub enum BenchCmd {
     Connections(connections::Args),
     /// The retention task's delete rate and the writer's latency while it runs.
     Retention(retention::Args),
+    /// Reports from agents into the site database through a relay and a site server, against
+    /// the relay's intake alone.
+    E2e(e2e::Args),
 }
 
 /// Runs one benchmark.
@@ -31,5 +35,6 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Intake(a) => intake::run(a).await,
         BenchCmd::Connections(a) => connections::run(a).await,
         BenchCmd::Retention(a) => retention::run(a).await,
+        BenchCmd::E2e(a) => e2e::run(a).await,
     }
 }

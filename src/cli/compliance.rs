@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::{DbArg, Failure, open_store, open_store_read_only, tables, usage};
 use crate::agent::Agent;
@@ -213,16 +213,98 @@ pub(super) async fn report_device(store: &Store, id: &str) -> Result<(), Failure
     Ok(())
 }
 
-pub(super) async fn report_noncompliant(store: &Store, id: &str) -> Result<(), Failure> {
+pub(super) async fn report_noncompliant(
+    store: &Store,
+    id: &str,
+    state: State,
+) -> Result<(), Failure> {
     let d = store
         .baseline_detail(id)
         .await
         .context("reading compliance")?
         .ok_or_else(|| anyhow::anyhow!("no baseline {id:?} is defined or reported at this site"))?;
     let devices = store
-        .noncompliant_devices(id)
+        .failing_devices(id, state)
         .await
         .context("reading compliance")?;
-    print!("{}", tables::noncompliant(&d.overview.name, id, &devices));
+    print!(
+        "{}",
+        tables::noncompliant(&d.overview.name, id, state, &devices)
+    );
+    Ok(())
+}
+
+/// Which devices `report devices` lists, and which page.
+#[derive(Debug, Args)]
+pub(super) struct ListArgs {
+    /// List this baseline's devices with their state for it (default: every device).
+    #[arg(long)]
+    baseline: Option<String>,
+    /// Only devices in this state: compliant, non_compliant, error, not_applicable, unknown
+    /// (without --baseline: in this state for at least one baseline).
+    #[arg(long)]
+    state: Option<String>,
+    /// Only devices whose worst severity is at least this (with --baseline).
+    #[arg(long)]
+    severity: Option<String>,
+    /// Only devices whose OS contains this (case-insensitive).
+    #[arg(long)]
+    os: Option<String>,
+    /// Only devices whose hostname, OS or id contains this (case-insensitive).
+    #[arg(long)]
+    search: Option<String>,
+    /// Devices per page (1 to 1000).
+    #[arg(long, default_value_t = crate::store::DEFAULT_PAGE)]
+    limit: u32,
+    /// Continue after this device id (the last line of the previous page says which).
+    #[arg(long)]
+    after: Option<String>,
+}
+
+pub(super) async fn report_devices(store: &Store, a: &ListArgs) -> Result<(), Failure> {
+    let query: std::collections::HashMap<String, String> = [
+        ("state", &a.state),
+        ("severity", &a.severity),
+        ("os", &a.os),
+        ("q", &a.search),
+        ("after", &a.after),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+    .chain([("limit".to_string(), a.limit.to_string())])
+    .collect();
+    let f = crate::site::admin::devices::device_filter(&query).map_err(|e| {
+        match e.strip_prefix("q:") {
+            Some(rest) => usage(format!("--search:{rest}")),
+            None => usage(format!("--{e}")),
+        }
+    })?;
+    let (table, next) = match &a.baseline {
+        None => {
+            if f.severity.is_some() {
+                return Err(usage("--severity needs --baseline"));
+            }
+            let p = store.device_page(&f).await.context("listing devices")?;
+            (tables::devices(&p.devices), p.next_after)
+        }
+        Some(id) => {
+            store
+                .baseline_detail(id)
+                .await
+                .context("reading compliance")?
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no baseline {id:?} is defined or reported at this site")
+                })?;
+            let p = store
+                .baseline_device_page(id, &f)
+                .await
+                .context("listing devices")?;
+            (tables::baseline_devices(&p.devices), p.next_after)
+        }
+    };
+    print!("{table}");
+    if let Some(after) = next {
+        println!("more: --after {after}");
+    }
     Ok(())
 }

@@ -208,12 +208,24 @@ enum ReportCmd {
         /// The device id (32 hex characters).
         id: String,
     },
-    /// The non-compliant devices of a baseline and their failing settings.
+    /// Devices, a page at a time: every device, or with --baseline that baseline's devices and
+    /// their state for it; narrowed by state, worst severity, OS and a search.
+    Devices {
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        list: compliance::ListArgs,
+    },
+    /// The non-compliant devices of a baseline and their failing settings (with --state error,
+    /// the devices in error and their error settings).
     Noncompliant {
         #[command(flatten)]
         db: DbArg,
         #[arg(long)]
         baseline: String,
+        /// non_compliant (the default) or error.
+        #[arg(long)]
+        state: Option<String>,
     },
     /// Row counts of the site database.
     Counts(DbArg),
@@ -794,9 +806,19 @@ async fn report(c: ReportCmd) -> Result<(), Failure> {
             let store = open_store_read_only(&db).await?;
             compliance::report_device(&store, &id).await
         }
-        ReportCmd::Noncompliant { db, baseline } => {
+        ReportCmd::Devices { db, list } => {
             let store = open_store_read_only(&db).await?;
-            compliance::report_noncompliant(&store, &baseline).await
+            compliance::report_devices(&store, &list).await
+        }
+        ReportCmd::Noncompliant {
+            db,
+            baseline,
+            state,
+        } => {
+            let state = crate::site::admin::compliance::failing_state(state.as_deref())
+                .map_err(|e| usage(format!("--{e}")))?;
+            let store = open_store_read_only(&db).await?;
+            compliance::report_noncompliant(&store, &baseline, state).await
         }
         ReportCmd::Terms(db) => {
             let store = open_store_read_only(&db).await?;

@@ -4,7 +4,10 @@
 
 use std::fmt::Write;
 
-use crate::store::{BaselineDetail, BaselineOverview, DeviceCompliance, NoncompliantDevice};
+use crate::store::{
+    BaselineDetail, BaselineDeviceRow, BaselineOverview, DeviceCompliance, DeviceRow,
+    NoncompliantDevice,
+};
 
 /// `2025-03-01 09:30:00Z` from Unix milliseconds.
 pub fn fmt_time(ms: i64) -> String {
@@ -20,6 +23,17 @@ pub fn fmt_time(ms: i64) -> String {
         ),
         Err(_) => ms.to_string(),
     }
+}
+
+/// `item/setting rN`: the configuration item revision the setting was evaluated in, kept when
+/// the names are cut to `width`.
+fn setting_cell(ci: &str, revision: u32, setting: &str, width: usize) -> String {
+    let rev = format!(" r{revision}");
+    let names = cell(
+        &format!("{ci}/{setting}"),
+        width.saturating_sub(rev.chars().count()),
+    );
+    format!("{names}{rev}")
 }
 
 /// `s` cut to `width` characters, with `…` when cut.
@@ -222,7 +236,7 @@ pub fn device(d: &DeviceCompliance) -> String {
             let _ = writeln!(
                 out,
                 "  {:<48} {:<15} {:<19} {:<24} {:<18} {:<18} {}",
-                cell(&format!("{}/{}", s.ci_id, s.setting_id), 48),
+                setting_cell(&s.ci_id, s.ci_revision, &s.setting_id, 48),
                 s.state,
                 s.severity,
                 cell(&s.expected, 24),
@@ -246,11 +260,17 @@ pub fn device(d: &DeviceCompliance) -> String {
 }
 
 /// The non-compliant devices of a baseline and what fails on each.
-pub fn noncompliant(name: &str, baseline_id: &str, devices: &[NoncompliantDevice]) -> String {
-    let mut out = format!(
-        "Non-compliant devices for {name} ({baseline_id}): {}\n",
-        devices.len()
-    );
+pub fn noncompliant(
+    name: &str,
+    baseline_id: &str,
+    state: crate::compliance::State,
+    devices: &[NoncompliantDevice],
+) -> String {
+    let which = match state {
+        crate::compliance::State::Error => "Devices in error",
+        _ => "Non-compliant devices",
+    };
+    let mut out = format!("{which} for {name} ({baseline_id}): {}\n", devices.len());
     if devices.is_empty() {
         return out;
     }
@@ -287,11 +307,54 @@ pub fn noncompliant(name: &str, baseline_id: &str, devices: &[NoncompliantDevice
                 host,
                 sev,
                 at,
-                cell(&format!("{}/{}", s.ci_id, s.setting_id), 48),
+                setting_cell(&s.ci_id, s.ci_revision, &s.setting_id, 48),
                 cell(&s.expected, 22),
                 observed
             );
         }
+    }
+    out
+}
+
+/// A page of the site's devices.
+pub fn devices(rows: &[DeviceRow]) -> String {
+    let mut out = format!(
+        "{:<32} {:<24} {:<24} {:<20} Failing baselines\n",
+        "Device", "Hostname", "OS", "Last seen"
+    );
+    for d in rows {
+        let _ = writeln!(
+            out,
+            "{:<32} {:<24} {:<24} {:<20} {}",
+            d.device_id,
+            cell(&d.hostname, 24),
+            cell(&d.os, 24),
+            fmt_time(d.last_seen_ms),
+            d.failing_baselines
+        );
+    }
+    out
+}
+
+/// A page of a baseline's devices with their state for it.
+pub fn baseline_devices(rows: &[BaselineDeviceRow]) -> String {
+    let mut out = format!(
+        "{:<32} {:<24} {:<20} {:<14} {:<19} {:<20} Non-compliant/error settings\n",
+        "Device", "Hostname", "OS", "State", "Worst severity", "Evaluated"
+    );
+    for d in rows {
+        let _ = writeln!(
+            out,
+            "{:<32} {:<24} {:<20} {:<14} {:<19} {:<20} {}/{}",
+            d.device_id,
+            cell(&d.hostname, 24),
+            cell(&d.os, 20),
+            d.state,
+            d.max_severity,
+            fmt_time(d.evaluated_ms),
+            d.n_non_compliant,
+            d.n_error
+        );
     }
     out
 }
@@ -306,5 +369,10 @@ mod tests {
         assert_eq!(fmt_time(1_700_000_000_123), "2023-11-14 22:13:20Z");
         assert_eq!(cell("abcdef", 4), "abc…");
         assert_eq!(cell("abc", 4), "abc");
+        assert_eq!(
+            setting_cell("kernel", 2, "ip_forward", 48),
+            "kernel/ip_forward r2"
+        );
+        assert_eq!(setting_cell("kernel", 12, "ip_forward", 12), "kernel/… r12");
     }
 }

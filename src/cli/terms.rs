@@ -416,6 +416,13 @@ fn terms_for_user(s: &TermsStatus) -> String {
                 fmt_time(a.accepted_ms)
             );
         }
+        _ if s.site_accepted >= t.version => {
+            let _ = writeln!(
+                out,
+                "\n{user} accepted version {} on another device.",
+                s.site_accepted
+            );
+        }
         other => {
             let before = other
                 .as_ref()

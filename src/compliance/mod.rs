@@ -18,6 +18,10 @@
 //!   reported non-compliant (each is evidence of the prohibited item), else its failing settings
 //!   are reported compliant. Expected values read `prohibited: …`. Prohibited items are never
 //!   remediated.
+//!
+//! [`report`] holds the rules a report's contents follow (ids, text lengths, how many settings),
+//! which the agent, the relay, the site and the policy parser share; [`rule`] the rules a
+//! setting's observed value is judged by.
 
 pub mod report;
 pub mod rule;

@@ -33,6 +33,18 @@ pub struct RelayFile {
     pub limits: LimitsFile,
     #[serde(default)]
     pub intake: IntakeFile,
+    #[serde(default)]
+    pub metrics: RelayMetricsFile,
+}
+
+/// Monitoring without the site's certificate.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayMetricsFile {
+    /// A file (mode 0600) holding a scrape token: `/metrics` is then also served on the
+    /// agent-facing listener to requests with `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_agent_listen() -> SocketAddr {
@@ -292,6 +304,19 @@ impl Loaded<RelayFile> {
                 ..IntakeOptions::default()
             },
             clock: crate::clock::system(),
+            metrics_token: match &f.metrics.token_file {
+                None => None,
+                Some(p) => {
+                    let path = self.path(p);
+                    Some(crate::site::admin::AdminToken::load(&path).map_err(|e| {
+                        let why = match e {
+                            crate::site::admin::AdminError::Token { why, .. } => why,
+                            other => other.to_string(),
+                        };
+                        self.invalid("metrics.token_file", format!("{}: {why}", path.display()))
+                    })?)
+                }
+            },
         })
     }
 }

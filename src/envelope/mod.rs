@@ -203,6 +203,45 @@ pub fn verify_signature(
         .map_err(|_| EnvelopeError::BadSignature)
 }
 
+/// One signature to check: the device's public key, the encoded `Submission` bytes it signed,
+/// and the signature.
+pub type SignedBytes<'a> = (&'a DevicePublicKey, &'a [u8], &'a [u8]);
+
+/// Checks many device signatures at once by Ed25519 batch verification (one multiscalar
+/// multiplication for the lot, about half the cost of checking each): true only if every one
+/// verifies. False says only that at least one did not, or could not be batched (a key of small
+/// order, a malformed signature): the caller then checks each with [`verify_signature`], which
+/// alone decides what is refused.
+///
+/// A true answer is as strong as checking each for every key whose private key the forger does
+/// not hold: accepting a bad signature among them means solving the discrete logarithm. The
+/// random coefficients are derived from all the keys, messages and signatures of the batch
+/// (Fiat–Shamir), so the batch's own content cannot steer them. Unlike the one-by-one check, the
+/// batch equation ignores small-order components a *signer* adds to its own signatures, so a
+/// device could make a signature the batch accepts and [`verify_signature`] refuses, about its
+/// own reports only — which the relay's check, one by one, refuses first.
+pub fn all_signatures_verify(items: &[SignedBytes<'_>]) -> bool {
+    let mut keys = Vec::with_capacity(items.len());
+    let mut signatures = Vec::with_capacity(items.len());
+    let mut messages = Vec::with_capacity(items.len());
+    for (public_key, submission, sig) in items {
+        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(public_key.as_bytes()) else {
+            return false;
+        };
+        let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else {
+            return false;
+        };
+        if key.is_weak() {
+            return false;
+        }
+        keys.push(key);
+        signatures.push(sig);
+        messages.push(signed_message(submission));
+    }
+    let messages: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+    ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+}
+
 /// A device's signing identity: its Ed25519 key pair and the id that follows from it.
 pub struct DeviceSigner {
     key_pair: Ed25519KeyPair,
@@ -707,6 +746,35 @@ mod tests {
         let mut s = seal_with_nonce(&signer, epoch(1), &dk, &sub, NONCE);
         s.ciphertext = buf;
         assert_eq!(open(&keys(), s).unwrap_err(), EnvelopeError::Malformed);
+    }
+
+    #[test]
+    fn a_batch_of_signatures_verifies_only_if_every_one_does() {
+        let signers: Vec<DeviceSigner> = (0..5u8)
+            .map(|i| DeviceSigner::from_seed(&[i + 1; 32]))
+            .collect();
+        let subs: Vec<Vec<u8>> = signers.iter().map(submission_for).collect();
+        let mut sigs: Vec<Vec<u8>> = signers.iter().zip(&subs).map(|(s, b)| s.sign(b)).collect();
+        let pks: Vec<DevicePublicKey> = signers.iter().map(DeviceSigner::public_key).collect();
+        let items = |sigs: &[Vec<u8>], subs: &[Vec<u8>]| -> bool {
+            let items: Vec<SignedBytes<'_>> = (0..pks.len())
+                .map(|i| (&pks[i], subs[i].as_slice(), sigs[i].as_slice()))
+                .collect();
+            all_signatures_verify(&items)
+        };
+        assert!(items(&sigs, &subs));
+        // One flipped bit in one signature, one changed byte in one message, a signature by
+        // another device, a truncated signature: each fails the whole batch.
+        sigs[3][10] ^= 1;
+        assert!(!items(&sigs, &subs));
+        sigs[3][10] ^= 1;
+        let mut changed = subs.clone();
+        *changed[0].last_mut().unwrap() ^= 1;
+        assert!(!items(&sigs, &changed));
+        let swapped = [vec![sigs[1].clone(), sigs[0].clone()], sigs[2..].to_vec()].concat();
+        assert!(!items(&swapped, &subs));
+        sigs[4].truncate(63);
+        assert!(!items(&sigs, &subs));
     }
 
     #[test]

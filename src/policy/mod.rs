@@ -138,6 +138,9 @@ pub async fn import_texts(
             })
             .collect(),
     };
+    let mut req = req;
+    req.baselines
+        .extend(following_baselines(store, &req).await?);
     let result = store.import_definitions(&req).await?;
     if !result.issues.is_empty() {
         let errors = result
@@ -148,6 +151,12 @@ pub async fn import_texts(
                     index,
                     stored_source,
                 } => changed(&cis[*index], "configuration_item", &cis[*index].value.id, cis[*index].value.revision, stored_source),
+                ImportIssue::BaselineChanged { index, stored_source } if *index >= baselines.len() => {
+                    following_refused(&req.baselines[*index].def, stored_source)
+                }
+                ImportIssue::MissingCi { baseline, .. } if *baseline >= baselines.len() => {
+                    following_refused(&req.baselines[*baseline].def, "a member that is gone")
+                }
                 ImportIssue::BaselineChanged {
                     index,
                     stored_source,
@@ -176,6 +185,73 @@ pub async fn import_texts(
         unchanged: result.unchanged,
         policy_version: result.policy_version,
     })
+}
+
+/// New revisions of the stored baselines that follow the latest revision of a configuration
+/// item this import adds a newer revision of: the baseline's content changes with the item, so
+/// its revision moves too (the same members, still following the latest), and reports name the
+/// revision they were evaluated against. A baseline the import itself brings at a higher
+/// revision is left to that one.
+async fn following_baselines(
+    store: &Store,
+    req: &ImportRequest,
+) -> Result<Vec<BaselineRecord>, PolicyError> {
+    let contents = store.policy_contents().await?;
+    let mut out = Vec::new();
+    for b in &contents.baselines {
+        let superseded = req
+            .baselines
+            .iter()
+            .any(|n| n.def.id == b.def.id && n.def.revision > b.def.revision);
+        if superseded {
+            continue;
+        }
+        let moved = b.members.iter().find_map(|(m, resolved)| {
+            let current = resolved.as_ref().map_or(0, |r| r.revision);
+            let newest = req
+                .cis
+                .iter()
+                .filter(|c| m.ci_revision.is_none() && c.id == m.ci_id && c.revision > current)
+                .map(|c| c.revision)
+                .max()?;
+            Some((m.ci_id.clone(), newest))
+        });
+        let Some((ci, ci_revision)) = moved else {
+            continue;
+        };
+        let mut def: BaselineDefinition =
+            serde_json::from_str(&b.def.json).map_err(|e| PolicyError::Corrupt {
+                what: format!("baseline {} revision {}", b.def.id, b.def.revision),
+                why: e.to_string(),
+            })?;
+        def.revision = b.def.revision + 1;
+        out.push(BaselineRecord {
+            def: record(
+                &def,
+                &def.id,
+                def.revision,
+                &def.name,
+                &def.description,
+                &format!("the site, following configuration item {ci} revision {ci_revision}"),
+            ),
+            members: b.members.iter().map(|(m, _)| m.clone()).collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// A following revision the store refused (another site server made it meanwhile).
+fn following_refused(def: &DefinitionRecord, stored_source: &str) -> FileError {
+    FileError {
+        file: String::new(),
+        line: 0,
+        column: 1,
+        field: format!("baseline {:?} revision {}", def.id, def.revision),
+        message: format!(
+            "the new revision that follows its configuration items could not be stored \
+             ({stored_source}); import again"
+        ),
+    }
 }
 
 fn changed<T>(
@@ -274,6 +350,12 @@ pub async fn snapshot(store: &Store, now_ms: i64) -> Result<PolicySnapshot, Poli
         if attempts >= 3 || store.policy_version().await? == contents.version {
             let mut snap = build_snapshot(&contents, now_ms)?;
             snap.terms = current_terms.as_ref().map(terms::to_proto);
+            snap.terms_accepted = store
+                .user_terms_versions()
+                .await?
+                .into_iter()
+                .map(|(user, version)| proto::UserTermsVersion { user, version })
+                .collect();
             return Ok(snap);
         }
     }
@@ -344,6 +426,7 @@ pub fn build_snapshot(c: &PolicyContents, now_ms: i64) -> Result<PolicySnapshot,
         blocked_device_ids: c.blocked_device_ids.clone(),
         evaluation_interval_s: number(SETTING_EVALUATION_INTERVAL),
         retention_days: c.retention_days,
+        terms_accepted: Vec::new(),
     })
 }
 
@@ -437,14 +520,34 @@ configuration_item = "kernel"
             ci.revision, 2,
             "a member without a pinned revision follows the latest"
         );
+        // The baseline's content changed with it, so its revision moved too.
+        assert_eq!(snap.baselines[0].revision, 2);
+        assert!(
+            r.added.contains(&("baseline", "k".to_string(), 2)),
+            "{:?}",
+            r.added
+        );
         assert_eq!(ci.settings[0].rule.as_ref().unwrap().expected, "1");
         let defs = s.definitions().await.unwrap();
         assert_eq!(
             defs.iter()
                 .map(|d| (d.id.as_str(), d.revision))
                 .collect::<Vec<_>>(),
-            vec![("k", 1), ("kernel", 1), ("kernel", 2)]
+            vec![("k", 1), ("k", 2), ("kernel", 1), ("kernel", 2)]
         );
+        let b2 = defs
+            .iter()
+            .find(|d| d.id == "k" && d.revision == 2)
+            .unwrap();
+        assert_eq!(
+            b2.source_file,
+            "the site, following configuration item kernel revision 2"
+        );
+        // Importing the item again changes nothing more.
+        let r = import_texts(&s, &files(&[("ci.toml", &bumped)]))
+            .await
+            .unwrap();
+        assert!(r.added.is_empty(), "{:?}", r.added);
     }
 
     #[test]

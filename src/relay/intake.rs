@@ -326,6 +326,10 @@ pub(super) async fn policy(st: &RelayState, req: Request<Incoming>) -> Resp {
         unchanged: policy.is_none(),
         policy,
         max_body_bytes: st.agent_limits.max_body_bytes as u64,
+        user_terms_version: match pr.user.as_str() {
+            "" => 0,
+            user => st.user_terms_version(user),
+        },
     };
     Ok(protobuf_response(StatusCode::OK, resp.encode_to_vec()))
 }

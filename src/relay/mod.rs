@@ -12,7 +12,7 @@ mod metrics;
 mod ratelimit;
 mod wirecheck;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
@@ -50,6 +50,9 @@ pub struct RelayOptions {
     pub spool: SpoolConfig,
     pub intake: IntakeOptions,
     pub clock: SharedClock,
+    /// With a token, `/metrics` is also served on the agent-facing listener to a scraper that
+    /// presents it (`Authorization: Bearer …`), so monitoring needs no site certificate.
+    pub metrics_token: Option<crate::site::admin::AdminToken>,
 }
 
 /// Checks and limits of the intake path.
@@ -94,8 +97,11 @@ impl Default for IntakeOptions {
 /// The last policy the site pushed, with what the hot path needs from it pre-computed.
 #[derive(Debug, Default)]
 pub(crate) struct PolicyState {
+    /// What agents get: the site's snapshot without its per-user terms list.
     pub snapshot: Option<Arc<PolicySnapshot>>,
     pub blocked: HashSet<String>,
+    /// The highest terms version each user accepted at the site.
+    pub terms_accepted: HashMap<String, u32>,
 }
 
 /// What a reload replaces besides the listeners' certificates.
@@ -118,6 +124,7 @@ pub(crate) struct RelayState {
     pub clock: SharedClock,
     pub agent_stats: std::sync::OnceLock<Arc<ListenerStats>>,
     pub forward_waiters: AtomicUsize,
+    pub metrics_token: Option<crate::site::admin::AdminToken>,
 }
 
 impl RelayState {
@@ -145,14 +152,28 @@ impl RelayState {
             .unwrap_or(self.intake.default_retention_days)
     }
 
-    pub fn set_policy(&self, snapshot: PolicySnapshot) {
+    pub fn set_policy(&self, mut snapshot: PolicySnapshot) {
         let blocked = snapshot.blocked_device_ids.iter().cloned().collect();
+        let terms_accepted = std::mem::take(&mut snapshot.terms_accepted)
+            .into_iter()
+            .map(|u| (u.user, u.version))
+            .collect();
         if let Ok(mut p) = self.policy.write() {
             *p = PolicyState {
                 snapshot: Some(Arc::new(snapshot)),
                 blocked,
+                terms_accepted,
             };
         }
+    }
+
+    /// The highest terms version `user` accepted at the site (0: none known).
+    pub fn user_terms_version(&self, user: &str) -> u32 {
+        self.policy
+            .read()
+            .ok()
+            .and_then(|p| p.terms_accepted.get(user).copied())
+            .unwrap_or(0)
     }
 
     pub fn policy_snapshot(&self) -> Option<Arc<PolicySnapshot>> {
@@ -256,6 +277,7 @@ pub async fn start(
         clock: opts.clock,
         agent_stats: std::sync::OnceLock::new(),
         forward_waiters: AtomicUsize::new(0),
+        metrics_token: opts.metrics_token.clone(),
     });
     if let Some(p) = spool.load_policy().await? {
         info!(version = p.version, "restored policy snapshot from spool");
@@ -310,6 +332,7 @@ impl Handler for AgentFacing {
             (&Method::POST, "/v1/policy") => intake::policy(st, req).await,
             (&Method::GET, "/healthz") => Ok(text(200, "ok\n")),
             (&Method::GET, "/readyz") => Ok(readyz(st)),
+            (&Method::GET, "/metrics") => scrape(st, &req),
             (_, "/v1/submissions" | "/v1/enroll" | "/v1/policy") => Err(Refusal::MethodNotAllowed),
             _ => Err(Refusal::NotFound),
         };
@@ -339,6 +362,24 @@ impl Handler for SiteFacing {
         };
         result.unwrap_or_else(|r| r.into_response())
     }
+}
+
+/// `/metrics` on the agent-facing listener: only with a scrape token configured, and only to a
+/// request that presents it.
+fn scrape(st: &RelayState, req: &Request<Incoming>) -> Result<Response<Full<Bytes>>, Refusal> {
+    let Some(token) = &st.metrics_token else {
+        return Err(Refusal::NotFound);
+    };
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !token.matches(presented) {
+        return Err(Refusal::Unauthorized);
+    }
+    Ok(text(200, &metrics::render(st)))
 }
 
 /// Ready to take reports: the spool is open and the listeners serve (both hold once `start`

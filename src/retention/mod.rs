@@ -62,6 +62,10 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(60);
 /// How often a running run writes its progress into its record.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+/// Newest recorded runs read per scrape to find those other processes made: more than run
+/// between two scrapes.
+const RECORDED_RUNS_READ: u32 = 50;
+
 /// Why the task could not run.
 #[derive(Debug, Error)]
 pub enum RetentionError {
@@ -96,6 +100,11 @@ pub struct RetentionMetrics {
     rows: Mutex<BTreeMap<String, u64>>,
     runs: Mutex<BTreeMap<String, u64>>,
     partitions_dropped: AtomicU64,
+    /// Runs counted, by id: this process's own, and those others recorded in the database.
+    counted: Mutex<std::collections::HashSet<i64>>,
+    /// Runs others recorded (`mprelay maintenance run`, another site server) are counted when
+    /// they started at or after this instant; 0: not counted.
+    others_since_ms: std::sync::atomic::AtomicI64,
 }
 
 impl RetentionMetrics {
@@ -107,6 +116,51 @@ impl RetentionMetrics {
     /// Runs so far, per outcome (`succeeded`, `failed`, `interrupted`, `busy`).
     pub fn runs(&self) -> BTreeMap<String, u64> {
         self.runs.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Counts, from now on, the runs other processes record in the database too (see
+    /// [`RetentionMetrics::count_recorded_runs`]).
+    pub fn count_others_from(&self, since_ms: i64) {
+        self.others_since_ms
+            .store(since_ms.max(1), Ordering::Relaxed);
+    }
+
+    /// Counts the finished runs the database records that this process did not make and has
+    /// not counted yet (`mprelay maintenance run` from the command line, another site server),
+    /// so the site's metrics show every run since it started. Called before each scrape.
+    pub async fn count_recorded_runs(&self, store: &Store) -> Result<(), StoreError> {
+        let since = self.others_since_ms.load(Ordering::Relaxed);
+        if since == 0 {
+            return Ok(());
+        }
+        let runs = store
+            .maintenance_runs(DELETE_AGED_CM_DATA, RECORDED_RUNS_READ)
+            .await?;
+        for r in runs {
+            if r.started_ms < since || r.status == RunStatus::Running {
+                continue;
+            }
+            let fresh = self
+                .counted
+                .lock()
+                .map(|mut c| c.insert(r.run_id))
+                .unwrap_or(false);
+            if fresh {
+                self.count_run(r.status.as_str());
+                for (table, n) in &r.rows_deleted {
+                    self.count_rows(table, *n);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A run of this process, counted as it ends (so the database's record of it is not).
+    fn count_own_run(&self, run_id: i64, outcome: &str) {
+        if let Ok(mut c) = self.counted.lock() {
+            c.insert(run_id);
+        }
+        self.count_run(outcome);
     }
 
     fn count_run(&self, outcome: &str) {
@@ -359,7 +413,7 @@ impl Retention {
                 error.as_deref(),
             )
             .await?;
-        self.metrics.count_run(status.as_str());
+        self.metrics.count_own_run(run_id, status.as_str());
         match &error {
             None => info!(run_id, total, batches, rows = ?deleted, "retention run succeeded"),
             Some(e) => {

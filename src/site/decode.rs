@@ -1,7 +1,8 @@
 //! Turns a relay's `ForwardBatch` into a [`WriteBatch`]: each record is decoded on its own, its
 //! device signature verified again (the site does not have to trust the relay), and anything
 //! that fails is quarantined with its bytes and the reason instead of being dropped or wedging
-//! the pipeline.
+//! the pipeline. The signatures of a batch are checked together by batch verification first
+//! ([`envelope::all_signatures_verify`]); only where that fails is each checked on its own.
 
 use prost::Message;
 use prost::encoding::{WireType, decode_key, decode_varint};
@@ -92,8 +93,18 @@ pub fn decode_batch(
         ..Default::default()
     };
     let mut max_seq = skip_through;
-    for bytes in &raw.records {
-        let rec = match ForwardRecord::decode(bytes.as_ref()) {
+    let records: Vec<_> = raw
+        .records
+        .iter()
+        .map(|bytes| (bytes, ForwardRecord::decode(bytes.as_ref())))
+        .collect();
+    let prechecked = if verify {
+        batch_verified(&records, skip_through)
+    } else {
+        Vec::new()
+    };
+    for (i, (bytes, rec)) in records.iter().enumerate() {
+        let rec = match rec {
             Ok(r) => r,
             Err(e) => {
                 let seq = leading_seq(bytes).unwrap_or(0);
@@ -114,7 +125,8 @@ pub fn decode_batch(
         if rec.seq <= skip_through {
             continue;
         }
-        if let Err(reason) = add_record(&mut wb, &rec, verify) {
+        let verify = verify && !prechecked.get(i).copied().unwrap_or(false);
+        if let Err(reason) = add_record(&mut wb, rec, verify) {
             wb.quarantined.push(QuarantineRow {
                 seq: rec.seq,
                 message_id: rec.message_id.clone(),
@@ -126,6 +138,44 @@ pub fn decode_batch(
     }
     wb.through_seq = max_seq;
     (wb, max_seq)
+}
+
+/// Submissions whose signatures are checked together by batch verification.
+const SIGNATURE_BATCH: usize = 128;
+
+/// Which records' device signatures are already proven, by [`envelope::all_signatures_verify`]
+/// over groups of [`SIGNATURE_BATCH`] submissions: a group that passes is proven as a whole; in
+/// a group that does not, each record is checked on its own by [`add_record`] (which alone
+/// decides what is quarantined), so one bad signature costs its group a second, single check.
+fn batch_verified(
+    records: &[(&bytes::Bytes, Result<ForwardRecord, prost::DecodeError>)],
+    skip_through: u64,
+) -> Vec<bool> {
+    let mut proven = vec![false; records.len()];
+    let candidates: Vec<(usize, DevicePublicKey, &proto::VerifiedSubmission)> = records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, rec))| {
+            let rec = rec.as_ref().ok().filter(|r| r.seq > skip_through)?;
+            let Some(Record::Submission(v)) = &rec.record else {
+                return None;
+            };
+            let pk = DevicePublicKey::try_from(v.device_public_key.as_slice()).ok()?;
+            Some((i, pk, v))
+        })
+        .collect();
+    for group in candidates.chunks(SIGNATURE_BATCH) {
+        let items: Vec<envelope::SignedBytes<'_>> = group
+            .iter()
+            .map(|(_, pk, v)| (pk, v.submission.as_slice(), v.signature.as_slice()))
+            .collect();
+        if envelope::all_signatures_verify(&items) {
+            for (i, _, _) in group {
+                proven[*i] = true;
+            }
+        }
+    }
+    proven
 }
 
 fn add_record(wb: &mut WriteBatch, rec: &ForwardRecord, verify: bool) -> Result<(), String> {
@@ -296,5 +346,82 @@ mod tests {
         // Already-stored records are skipped.
         let (wb, _) = decode_batch(&raw, "https://x", 1, true);
         assert_eq!(wb.devices.len(), 0);
+    }
+
+    /// A forward record of a report signed by `signer`; `tamper` flips a bit of its signature.
+    fn signed_record(signer: &envelope::DeviceSigner, seq: u64, tamper: bool) -> Vec<u8> {
+        let message_id = MessageId::new().to_string();
+        let sub = Submission {
+            message_id: message_id.clone(),
+            device_id: signer.device_id().hex(),
+            created_unix_ms: 1_700_000_000_000,
+            body: Some(Body::ComplianceReport(crate::sample::report_with_settings(
+                3, seq,
+            ))),
+        }
+        .encode_to_vec();
+        let mut signature = signer.sign(&sub);
+        if tamper {
+            signature[5] ^= 1;
+        }
+        ForwardRecord {
+            seq,
+            message_id,
+            received_unix_ms: 1_700_000_000_000,
+            record: Some(Record::Submission(proto::VerifiedSubmission {
+                device_id: signer.device_id().hex(),
+                device_public_key: signer.public_key().as_bytes().to_vec(),
+                key_epoch: 1,
+                submission: sub,
+                signature,
+            })),
+        }
+        .encode_to_vec()
+    }
+
+    fn batch_of(records: Vec<(u64, Vec<u8>)>) -> RawBatch {
+        let header = ForwardBatch {
+            relay_id: "r".into(),
+            spool_id: "s".into(),
+            ..Default::default()
+        };
+        split_batch(encode_forward_batch(&header, &records).into()).unwrap()
+    }
+
+    #[test]
+    fn a_forged_signature_among_many_is_quarantined_and_the_rest_stored() {
+        let signers: Vec<_> = (0..4u8)
+            .map(|i| envelope::DeviceSigner::from_seed(&[i + 1; 32]))
+            .collect();
+        // 300 reports span three signature batches; the forged one sits in the second.
+        let records: Vec<(u64, Vec<u8>)> = (1..=300u64)
+            .map(|seq| {
+                let s = &signers[seq as usize % signers.len()];
+                (seq, signed_record(s, seq, seq == 200))
+            })
+            .collect();
+        let (wb, max) = decode_batch(&batch_of(records.clone()), "https://x", 0, true);
+        assert_eq!(max, 300);
+        assert_eq!(wb.reports.len(), 299);
+        assert_eq!(wb.quarantined.len(), 1);
+        assert_eq!(wb.quarantined[0].seq, 200);
+        assert_eq!(
+            wb.quarantined[0].reason,
+            "submission: device signature does not verify"
+        );
+
+        // Every signature good: all stored, nothing quarantined.
+        let good: Vec<_> = records
+            .into_iter()
+            .map(|(seq, r)| {
+                if seq == 200 {
+                    (seq, signed_record(&signers[0], seq, false))
+                } else {
+                    (seq, r)
+                }
+            })
+            .collect();
+        let (wb, _) = decode_batch(&batch_of(good), "https://x", 0, true);
+        assert_eq!((wb.reports.len(), wb.quarantined.len()), (300, 0));
     }
 }

@@ -108,6 +108,18 @@ pub fn render(m: &SiteMetrics, relays: &[Arc<RelayStatus>]) -> String {
         "",
         m.db_errors.load(Ordering::Relaxed),
     );
+    metrics::header(
+        &mut out,
+        "mprelay_site_critical_events_total",
+        "counter",
+        "Non-compliant settings of severity critical_with_event in stored reports.",
+    );
+    metrics::sample(
+        &mut out,
+        "mprelay_site_critical_events_total",
+        "",
+        m.critical_events.load(Ordering::Relaxed),
+    );
     m.retention.render(&mut out);
     out
 }

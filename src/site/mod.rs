@@ -129,6 +129,8 @@ impl RelayStatus {
 pub struct SiteMetrics {
     pub write_latency: Histogram,
     pub db_errors: AtomicU64,
+    /// Non-compliant critical-with-event settings in stored reports (each also logged).
+    pub critical_events: AtomicU64,
     /// The retention task's counters (rendered by [`crate::retention::RetentionMetrics::render`]).
     pub retention: Arc<crate::retention::RetentionMetrics>,
 }
@@ -138,6 +140,7 @@ impl Default for SiteMetrics {
         Self {
             write_latency: Histogram::new(LATENCY_BUCKETS),
             db_errors: AtomicU64::new(0),
+            critical_events: AtomicU64::new(0),
             retention: Arc::default(),
         }
     }
@@ -193,6 +196,7 @@ pub const PARTITION_CHECK_EVERY: Duration = Duration::from_secs(3600);
 pub fn start(opts: SiteOptions) -> Result<SiteHandle, SiteError> {
     let (tx, rx) = watch::channel(false);
     let metrics = Arc::new(SiteMetrics::default());
+    metrics.retention.count_others_from(opts.clock.now_ms());
     let mut tasks = JoinSet::new();
     let mut relays = Vec::new();
     let refresh = Arc::new(Notify::new());
@@ -508,6 +512,21 @@ impl Puller {
                 "records quarantined; see quarantined_records"
             );
         }
+        for e in &out.critical_events {
+            warn!(
+                event = "critical_noncompliance",
+                device_id = %e.device_id,
+                baseline = %e.baseline_id,
+                ci = %e.ci_id,
+                ci_revision = e.ci_revision,
+                setting = %e.setting_id,
+                message_id = %e.message_id,
+                "a critical-with-event setting is non-compliant"
+            );
+        }
+        self.metrics
+            .critical_events
+            .fetch_add(out.critical_events.len() as u64, Ordering::Relaxed);
         debug!(
             through = max_seq,
             reports = out.reports_inserted,

@@ -64,25 +64,35 @@ pub(super) async fn build_loop(
     {
         warn!(error = %e, "cannot store the evaluation interval");
     }
-    let mut built: Option<u64> = None;
+    // The snapshot is rebuilt when the policy version moves, and also when a terms acceptance
+    // arrived: the relays answer each user with the version they accepted, so that a user who
+    // accepted on one device is let through on every other. An acceptance does not change what
+    // agents download, so it keeps the version (agents holding it fetch nothing new).
+    let mut built: Option<(u64, i64)> = None;
     loop {
-        match store.policy_version().await {
-            Ok(v) if Some(v) != built => match build(&store, &clock).await {
+        let seen = match (store.policy_version().await, store.acceptances_mark().await) {
+            (Ok(v), Ok(m)) => Some((v, m)),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(error = %e, "cannot read the policy version");
+                None
+            }
+        };
+        if let Some((_, mark)) = seen.filter(|s| Some(*s) != built) {
+            match build(&store, &clock).await {
                 Ok(snap) => {
                     info!(
                         version = snap.version,
                         baselines = snap.baselines.len(),
                         blocked = snap.blocked_device_ids.len(),
                         terms = snap.terms.as_ref().map(|t| t.version).unwrap_or(0),
+                        users_accepted = snap.terms_accepted.len(),
                         "policy built"
                     );
-                    built = Some(snap.version);
+                    built = Some((snap.version, mark));
                     let _ = out.send(Some(Arc::new(snap)));
                 }
                 Err(e) => warn!(error = %e, "cannot build the policy"),
-            },
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "cannot read the policy version"),
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(opts.poll) => {}
@@ -106,15 +116,18 @@ pub(super) async fn push_loop(
     mut snapshots: watch::Receiver<Option<Arc<PolicySnapshot>>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut pushed: Option<u64> = None;
+    // The snapshot last pushed: a rebuild with the same version (new terms acceptances) is
+    // pushed too.
+    let mut pushed: Option<Arc<PolicySnapshot>> = None;
     let mut backoff = opts.backoff_min;
     loop {
         let current = snapshots.borrow_and_update().clone();
-        if let Some(snap) = current.filter(|s| pushed != Some(s.version)) {
+        if let Some(snap) = current.filter(|s| !pushed.as_ref().is_some_and(|p| Arc::ptr_eq(p, s)))
+        {
             match push(&client, &snap).await {
                 Ok(()) => {
                     info!(version = snap.version, "policy pushed");
-                    pushed = Some(snap.version);
+                    pushed = Some(snap.clone());
                     status.policy_version.store(snap.version, Ordering::Relaxed);
                     if let Ok(mut e) = status.policy_error.lock() {
                         *e = None;

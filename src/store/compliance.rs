@@ -152,6 +152,18 @@ impl Store {
         &self,
         baseline_id: &str,
     ) -> Result<Vec<NoncompliantDevice>, StoreError> {
+        self.failing_devices(baseline_id, crate::compliance::State::NonCompliant)
+            .await
+    }
+
+    /// The devices whose current state for `baseline_id` is `state` (non-compliant or error),
+    /// worst severity first, with their non-compliant and error settings.
+    pub async fn failing_devices(
+        &self,
+        baseline_id: &str,
+        state: crate::compliance::State,
+    ) -> Result<Vec<NoncompliantDevice>, StoreError> {
+        let state = state.as_str();
         let mut v = dispatch!(self, s => {
             let sql = format!(
                 "SELECT c.device_id, COALESCE(d.hostname, ''), CAST(c.baseline_revision AS BIGINT), \
@@ -161,12 +173,13 @@ impl Store {
                  FROM current_compliance c \
                  LEFT JOIN devices d ON d.device_id = c.device_id \
                  {} AND s.state IN ('non_compliant', 'error') \
-                 WHERE c.baseline_id = $1 AND c.state = 'non_compliant' \
+                 WHERE c.baseline_id = $1 AND c.state = $2 \
                  ORDER BY c.device_id, s.ordinal",
                 s.current_settings_join("LEFT JOIN")
             );
             let rows = sqlx::query(AssertSqlSafe(sql))
                 .bind(baseline_id)
+                .bind(state)
                 .fetch_all(s.reader())
                 .await?;
             group_noncompliant(&rows)

@@ -115,6 +115,8 @@ pub(crate) mod compliance;
 mod console;
 pub mod decide;
 mod error;
+mod events;
+mod lists;
 mod maintenance;
 mod migrate;
 pub mod postgres;
@@ -131,6 +133,8 @@ pub use decide::{
 };
 pub use error::StoreError;
 pub(crate) use error::describe;
+pub use events::CriticalEvent;
+pub use lists::{BaselineDeviceRow, DEFAULT_PAGE, DeviceFilter, MAX_PAGE, Page};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use types::{

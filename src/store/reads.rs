@@ -74,10 +74,10 @@ impl Store {
     /// A stored report by message id (each backend locates it its own way; by its number and
     /// received time, PostgreSQL reads only the report's day partition).
     pub async fn report(&self, message_id: &str) -> Result<Option<ReportView>, StoreError> {
+        let Some((id, received)) = self.locate(message_id).await? else {
+            return Ok(None);
+        };
         dispatch!(self, s => {
-            let Some((id, received)) = s.locate(message_id).await? else {
-                return Ok(None);
-            };
             let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {REPORT_COLS} FROM compliance_reports \
                  WHERE report_id = $1 AND received_ms = $2"
@@ -92,10 +92,10 @@ impl Store {
 
     /// A stored report's setting results, in their order.
     pub async fn report_settings(&self, message_id: &str) -> Result<Vec<SettingView>, StoreError> {
+        let Some((id, received)) = self.locate(message_id).await? else {
+            return Ok(vec![]);
+        };
         dispatch!(self, s => {
-            let Some((id, received)) = s.locate(message_id).await? else {
-                return Ok(vec![]);
-            };
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {SETTING_COLS} FROM {} ORDER BY s.ordinal",
                 s.settings_of_report()
@@ -160,6 +160,28 @@ impl Store {
 
     /// Message ids of every stored report (for end-to-end checks).
     pub async fn report_message_ids(&self) -> Result<Vec<String>, StoreError> {
-        dispatch!(self, s => s.report_message_ids().await)
+        dispatch!(self, s => {
+            let sql = format!(
+                "SELECT message_id FROM {} ORDER BY report_id",
+                s.message_ids_table()
+            );
+            Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_all(s.reader())
+                .await?)
+        })
+    }
+
+    /// Where a report is: its number and its received time, by message id.
+    async fn locate(&self, message_id: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        dispatch!(self, s => {
+            let sql = format!(
+                "SELECT report_id, received_ms FROM {} WHERE message_id = $1",
+                s.message_ids_table()
+            );
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(message_id)
+                .fetch_optional(s.reader())
+                .await?)
+        })
     }
 }

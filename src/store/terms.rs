@@ -18,7 +18,34 @@ use crate::clock;
 const TERMS_COLS: &str = "version, edition, display_name, description, title, summary, body, \
                           acceptance_statement, published_ms, edited_ms";
 
+/// The highest terms version each user accepted, on any device.
+const USER_TERMS_VERSIONS: &str = "SELECT user_name, CAST(MAX(terms_version) AS BIGINT) \
+     FROM terms_acceptances GROUP BY user_name ORDER BY user_name";
+
+/// Moves whenever an acceptance is stored (acceptances are never deleted).
+const ACCEPTANCES_MARK: &str = "SELECT CAST(COUNT(*) AS BIGINT) FROM terms_acceptances";
+
 impl Store {
+    /// Per user, the highest version of the terms accepted on any device: what gates the user's
+    /// portal functions everywhere.
+    pub async fn user_terms_versions(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        let rows: Vec<(String, i64)> = read!(self, pool => {
+            sqlx::query_as(USER_TERMS_VERSIONS).fetch_all(pool).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(u, v)| (u, u32::try_from(v).unwrap_or(0)))
+            .collect())
+    }
+
+    /// A number that changes whenever a terms acceptance is stored, so the policy builder
+    /// notices new acceptances without reading them all.
+    pub async fn acceptances_mark(&self) -> Result<i64, StoreError> {
+        Ok(read!(self, pool => {
+            sqlx::query_scalar(ACCEPTANCES_MARK).fetch_one(pool).await?
+        }))
+    }
+
     /// Publishes terms: the first version, a new version (`new_version`), or an edit of the
     /// current version. Raises the policy version when anything was stored.
     pub async fn publish_terms(

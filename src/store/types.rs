@@ -103,13 +103,15 @@ pub struct WriteBatch {
 }
 
 /// What a batch write did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteOutcome {
     pub reports_inserted: u64,
     pub reports_duplicate: u64,
     pub settings_inserted: u64,
     pub acceptances_inserted: u64,
     pub quarantined: u64,
+    /// Critical-with-event settings the inserted reports found non-compliant.
+    pub critical_events: Vec<crate::store::CriticalEvent>,
 }
 
 /// Where the site is with one relay.

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-fn bench(args: &[&str]) -> serde_json::Value {
+pub fn bench(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_mprelay"))
         .arg("bench")
         .args(args)

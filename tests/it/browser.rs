@@ -1,8 +1,8 @@
 //! The console in a real browser: headless Chromium driven over the W3C WebDriver protocol
 //! (`chromedriver`, spoken to directly over HTTP). After a demo load: log in, read the chart's
 //! counts and compare them with the database, follow a baseline to a non-compliant device, and
-//! change the retention age through the form. And a device whose hostname is markup is shown
-//! as text, with nothing of it run.
+//! change the retention age through the form. A device whose hostname is markup is shown as
+//! text, with nothing of it run. And every state's count links to its paged, filtered list.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
 //! `chromium-driver`; `./test` installs them). Set `UPDATE_SCREENSHOT=1` to rewrite
@@ -636,4 +636,75 @@ async fn a_hostname_of_markup_is_shown_as_text_and_never_run() {
             "{path}"
         );
     }
+}
+
+/// Every state's count links to its list, pages follow "Next page" to the end, and the filter
+/// form narrows the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_counts_link_to_paged_filtered_device_lists() {
+    let sys = system_on(None).await;
+    crate::lists::seven_devices(&sys.store).await;
+    let base = format!(
+        "https://127.0.0.1:{}",
+        sys.site.as_ref().unwrap().admin_addr.unwrap().port()
+    );
+    let d = Driver::start().await;
+    log_in(&d, &base, &sys.lb.admin_token().unwrap()).await;
+
+    // The overview's error count is a link to the error devices, and so is the baseline page's.
+    for start in ["/console".to_string(), "/console/baselines/b1".to_string()] {
+        d.goto(&format!("{base}{start}")).await;
+        let link = d.find("td[data-state=\"error\"] a.state-list").await;
+        assert_eq!(d.text(&link).await, "2", "{start}");
+        d.click(&link).await;
+        d.wait_url(&format!("{base}/console/baselines/b1/devices?state=error"))
+            .await;
+        assert_eq!(shown_hosts(&d).await, ["host-2", "host-5"], "{start}");
+        for row in d.all("tr.device").await {
+            assert_eq!(d.attr(&row, "data-state").await, "error");
+        }
+    }
+
+    // Three at a time through every device, by "Next page".
+    d.goto(&format!("{base}/console/devices?limit=3")).await;
+    let mut seen = shown_hosts(&d).await;
+    loop {
+        let next = d.all("a.next-page").await;
+        let Some(next) = next.first() else { break };
+        let before = d.url().await;
+        d.click(next).await;
+        wait_until_url_changes(&d, &before).await;
+        let page = shown_hosts(&d).await;
+        assert!(page.len() <= 3, "{page:?}");
+        seen.extend(page);
+    }
+    assert_eq!(
+        seen,
+        (0..7).map(|i| format!("host-{i}")).collect::<Vec<_>>()
+    );
+
+    // The filter form: OS and state.
+    d.goto(&format!("{base}/console/baselines/b1/devices"))
+        .await;
+    d.type_into(&d.find("#os").await, "ubuntu").await;
+    d.click(&d.find("#state option[value=\"error\"]").await)
+        .await;
+    let before = d.url().await;
+    d.click(&d.find("form.search button").await).await;
+    wait_until_url_changes(&d, &before).await;
+    assert_eq!(shown_hosts(&d).await, ["host-5"]);
+}
+
+async fn shown_hosts(d: &Driver) -> Vec<String> {
+    let mut v = Vec::new();
+    for el in d.all("table.devices span.hostname").await {
+        v.push(d.text(&el).await);
+    }
+    v
+}
+
+async fn wait_until_url_changes(d: &Driver, from: &str) {
+    crate::helpers::wait_until(Duration::from_secs(10), || async { d.url().await != from })
+        .await
+        .expect("the browser follows the link");
 }

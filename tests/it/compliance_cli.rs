@@ -194,12 +194,28 @@ fn baseline_import_checks_stores_and_refuses_silent_edits() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("added configuration_item openssh-server-config revision 2"));
+    // The baseline follows the item's latest revision, so its own revision moves with it.
+    assert!(
+        stdout(&o).contains("added baseline ssh-hardening revision 2"),
+        "{}",
+        stdout(&o)
+    );
     let o = run(
         &["baseline", "list", "--config", "examples/site.toml"],
         dir.path(),
     );
     let list = stdout(&o);
-    assert_eq!(list.matches("openssh-server-config").count(), 2, "{list}");
+    assert_eq!(
+        list.lines()
+            .filter(|l| l.starts_with("configuration_item") && l.contains("openssh-server-config"))
+            .count(),
+        2,
+        "{list}"
+    );
+    assert!(
+        list.contains("the site, following configuration item openssh-server-config revision 2"),
+        "{list}"
+    );
 
     // A file that is not there.
     let o = run(

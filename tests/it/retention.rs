@@ -26,7 +26,7 @@ use crate::db::{Backend, TestDb};
 const MIN_MS: i64 = 60_000;
 
 /// Saturday 2026-11-28 01:00 UTC: inside the default window (Saturdays 00:00–05:00 UTC).
-fn t0() -> i64 {
+pub(crate) fn t0() -> i64 {
     "2026-11-28T01:00:00Z"
         .parse::<jiff::Timestamp>()
         .unwrap()
@@ -34,7 +34,7 @@ fn t0() -> i64 {
 }
 
 /// A report received (and evaluated) at `at`, with four settings.
-fn report(device: &str, at: i64, state: State) -> ReportRow {
+pub(crate) fn report(device: &str, at: i64, state: State) -> ReportRow {
     let settings: Vec<SettingRow> = (0..4)
         .map(|k| SettingRow {
             ci_id: "ci".into(),
@@ -72,7 +72,7 @@ fn report(device: &str, at: i64, state: State) -> ReportRow {
 
 static THROUGH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-async fn write(store: &Store, reports: Vec<ReportRow>) -> Vec<ReportRow> {
+pub(crate) async fn write(store: &Store, reports: Vec<ReportRow>) -> Vec<ReportRow> {
     let through = THROUGH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let b = WriteBatch {
         relay_id: "r".into(),
@@ -98,7 +98,23 @@ async fn write(store: &Store, reports: Vec<ReportRow>) -> Vec<ReportRow> {
     reports
 }
 
-fn retention(store: &Store, clock: &ManualClock) -> Retention {
+/// Writes `reports`, then a newer report for each of their devices (received a year after
+/// [`t0`], so never aged), so that none of `reports` is what a current state rests on and the
+/// retention task may delete them.
+pub(crate) async fn write_superseded(store: &Store, reports: Vec<ReportRow>) -> Vec<ReportRow> {
+    let written = write(store, reports).await;
+    let mut devices: Vec<&str> = written.iter().map(|r| r.device_id.as_str()).collect();
+    devices.sort_unstable();
+    devices.dedup();
+    let newer = devices
+        .iter()
+        .map(|d| report(d, t0() + 365 * DAY_MS, State::Compliant))
+        .collect();
+    write(store, newer).await;
+    written
+}
+
+pub(crate) fn retention(store: &Store, clock: &ManualClock) -> Retention {
     let c: SharedClock = Arc::new(clock.clone());
     Retention::new(store.clone(), c)
 }
@@ -107,14 +123,14 @@ fn no_stop() -> watch::Receiver<bool> {
     watch::channel(false).1
 }
 
-async fn run_now(r: &Retention) -> MaintenanceRun {
+pub(crate) async fn run_now(r: &Retention) -> MaintenanceRun {
     match r.run(RunTrigger::Manual, &no_stop(), None).await.unwrap() {
         Outcome::Ran { run } => run,
         other => panic!("expected a run, got {other:?}"),
     }
 }
 
-async fn present(store: &Store, reports: &[ReportRow]) -> Vec<bool> {
+pub(crate) async fn present(store: &Store, reports: &[ReportRow]) -> Vec<bool> {
     let mut out = vec![];
     for r in reports {
         out.push(store.report(&r.message_id).await.unwrap().is_some());
@@ -132,7 +148,7 @@ async fn set(store: &Store, change: SettingsChange) {
 
 /// Day partitions (PostgreSQL) around the old days the tests write, as a site server running
 /// back then would have made them.
-async fn partitions_back_then(store: &Store, now: i64) {
+pub(crate) async fn partitions_back_then(store: &Store, now: i64) {
     for days in [95, 91, 89, 60, 31] {
         store.ensure_partitions(now - days * DAY_MS).await.unwrap();
     }
@@ -201,15 +217,16 @@ async fn only_data_older_than_the_cutoff_goes(db: TestDb) {
     let mut text = String::new();
     r.metrics.render(&mut text);
     assert!(
-        text.contains("mprelay_site_retention_rows_deleted_total{table=\"setting_results\"} 20"),
+        text.contains("mprelay_site_retention_rows_deleted_total{table=\"setting_results\"} 16"),
         "{text}"
     );
     assert_eq!(run.cutoff_ms, cutoff);
-    assert_eq!(run.rows_deleted["compliance_reports"], 5);
-    assert_eq!(run.rows_deleted["setting_results"], 20);
+    // d3's report of 91 days ago is what its current state rests on: it stays.
+    assert_eq!(run.rows_deleted["compliance_reports"], 4);
+    assert_eq!(run.rows_deleted["setting_results"], 16);
     assert_eq!(run.rows_deleted["compliance_history"], 2);
     if db.backend == Backend::Postgres {
-        assert_eq!(run.rows_deleted["report_message_ids"], 5);
+        assert_eq!(run.rows_deleted["report_message_ids"], 4);
     }
 
     assert_eq!(present(&store, &old).await, [false, false]);
@@ -241,10 +258,15 @@ async fn only_data_older_than_the_cutoff_goes(db: TestDb) {
     let counts = store.counts().await.unwrap();
     assert_eq!(
         (counts.devices, counts.acceptances, counts.reports),
-        (3, 1, 2)
+        (3, 1, 3)
+    );
+    assert_eq!(
+        store.report_settings(&cur.message_id).await.unwrap().len(),
+        4
     );
     if db.backend == Backend::Postgres {
-        // The 91-day-old day went as a whole; the day holding the cutoff was deleted by rows.
+        // The 92-day-old day went as a whole; the 91-day-old one holds d3's current report and
+        // was deleted by rows around it, as was the day holding the cutoff.
         let day = |ms: i64| {
             jiff::Timestamp::from_millisecond(ms)
                 .unwrap()
@@ -253,8 +275,16 @@ async fn only_data_older_than_the_cutoff_goes(db: TestDb) {
         };
         let n = |name: String| format!("SELECT count(*) FROM pg_class WHERE relname = '{name}'");
         assert_eq!(
-            db.scalar(&n(format!("setting_results_d{}", day(now - 91 * DAY_MS))))
+            db.scalar(&n(format!("setting_results_d{}", day(now - 92 * DAY_MS))))
                 .await,
+            0
+        );
+        assert_eq!(
+            db.scalar(&n(format!(
+                "compliance_reports_d{}",
+                day(now - 92 * DAY_MS)
+            )))
+            .await,
             0
         );
         assert_eq!(
@@ -263,7 +293,7 @@ async fn only_data_older_than_the_cutoff_goes(db: TestDb) {
                 day(now - 91 * DAY_MS)
             )))
             .await,
-            0
+            1
         );
         assert_eq!(
             db.scalar(&n(format!("compliance_reports_d{}", day(cutoff))))
@@ -286,7 +316,7 @@ async fn a_changed_age_takes_effect_on_the_next_run(db: TestDb) {
     let now = t0();
     let clock = ManualClock::new(now);
     partitions_back_then(&store, now).await;
-    let reports = write(
+    let reports = write_superseded(
         &store,
         [61, 31, 29]
             .iter()
@@ -325,7 +355,7 @@ async fn a_disabled_task_does_nothing(db: TestDb) {
     let store = db.store().await;
     let now = t0();
     let clock = ManualClock::new(now);
-    let reports = write(
+    let reports = write_superseded(
         &store,
         vec![report("d", now - 200 * DAY_MS, State::Compliant)],
     )
@@ -373,7 +403,7 @@ async fn the_schedule_window_is_honoured(db: TestDb) {
     let sat = t0() - 60 * MIN_MS; // Saturday 00:00 UTC
     let clock = ManualClock::new(sat - MIN_MS); // Friday 23:59
     let r = retention(&store, &clock);
-    let first = write(
+    let first = write_superseded(
         &store,
         vec![report("d", sat - 100 * DAY_MS, State::Compliant)],
     )
@@ -397,7 +427,7 @@ async fn the_schedule_window_is_honoured(db: TestDb) {
     assert_eq!(present(&store, &first).await, [false]);
 
     // Once per window.
-    let second = write(
+    let second = write_superseded(
         &store,
         vec![report("d", sat - 100 * DAY_MS, State::Compliant)],
     )
@@ -478,7 +508,7 @@ async fn an_interrupted_run_resumes_cleanly(db: TestDb) {
     let store = db.store().await;
     let now = t0();
     let clock = ManualClock::new(now);
-    let old = write(
+    let old = write_superseded(
         &store,
         (0..30)
             .map(|i| report(&format!("d{i}"), now - 100 * DAY_MS + i, State::Compliant))
@@ -493,9 +523,11 @@ async fn an_interrupted_run_resumes_cleanly(db: TestDb) {
     r.abandon_after_batches = Some(2);
     let dead = run_now(&r).await;
     assert_eq!(dead.status, RunStatus::Running);
+    // Beside the old reports' 120 rows: the young report's 4 and the 120 of the reports that
+    // superseded the old ones.
     let settings = store.counts().await.unwrap().settings;
     assert!(
-        settings > 4 && settings < 124,
+        settings > 124 && settings < 244,
         "{settings} setting rows left"
     );
 
@@ -522,7 +554,7 @@ async fn an_interrupted_run_resumes_cleanly(db: TestDb) {
         statuses.contains(&(dead.run_id, RunStatus::Interrupted)),
         "{statuses:?}"
     );
-    assert_eq!(store.counts().await.unwrap().settings, 4);
+    assert_eq!(store.counts().await.unwrap().settings, 124);
 }
 
 both_backends!(one_run_at_a_time_across_site_servers);
@@ -530,7 +562,7 @@ async fn one_run_at_a_time_across_site_servers(db: TestDb) {
     let (a, b) = (db.store().await, db.store().await);
     let now = t0();
     let clock = ManualClock::new(now);
-    let old = write(&a, vec![report("d", now - 100 * DAY_MS, State::Compliant)]).await;
+    let old = write_superseded(&a, vec![report("d", now - 100 * DAY_MS, State::Compliant)]).await;
     let lock = a
         .try_lock_task(DELETE_AGED_CM_DATA, "server-a", now, LEASE)
         .await
@@ -582,7 +614,7 @@ async fn concurrent_ingest_during_a_run_loses_nothing(db: TestDb) {
     store.ensure_partitions(now).await.unwrap();
     let clock = ManualClock::new(now);
     for chunk in 0..10 {
-        write(
+        write_superseded(
             &store,
             (0..30)
                 .map(|i| {
@@ -623,7 +655,8 @@ async fn concurrent_ingest_during_a_run_loses_nothing(db: TestDb) {
     assert_eq!(run.rows_deleted["compliance_reports"], 300);
     assert_eq!(present(&store, &fresh).await, vec![true; fresh.len()]);
     let counts = store.counts().await.unwrap();
-    assert_eq!((counts.reports, counts.settings), (200, 800));
+    // The 200 written during the run, and the 300 newer reports the old ones were superseded by.
+    assert_eq!((counts.reports, counts.settings), (500, 2000));
 }
 
 #[test]
@@ -704,7 +737,7 @@ fn the_cli_shows_sets_and_runs_the_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_shows_sets_and_runs_the_task() {
     let sys = system_on(None).await;
-    let old = write(
+    let old = write_superseded(
         &sys.store,
         vec![report(
             "d",

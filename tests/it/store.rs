@@ -15,11 +15,11 @@ use crate::db::{Backend, TestDb};
 
 const DAY_MS: i64 = 86_400_000;
 
-fn id() -> String {
+pub(crate) fn id() -> String {
     MessageId::new().to_string()
 }
 
-fn setting(k: usize, state: State) -> SettingRow {
+pub(crate) fn setting(k: usize, state: State) -> SettingRow {
     SettingRow {
         ci_id: format!("ci-{}", k / 3),
         ci_revision: 2,
@@ -43,7 +43,7 @@ fn setting(k: usize, state: State) -> SettingRow {
 }
 
 /// A report of `device` for `baseline`, evaluated at `at`, whose settings roll up to `state`.
-fn report(device: &str, baseline: &str, at: i64, state: State) -> ReportRow {
+pub(crate) fn report(device: &str, baseline: &str, at: i64, state: State) -> ReportRow {
     let mut settings: Vec<SettingRow> = (0..4).map(|k| setting(k, State::Compliant)).collect();
     settings[3] = setting(3, state);
     let mut rollup = Rollup::default();
@@ -68,7 +68,7 @@ fn report(device: &str, baseline: &str, at: i64, state: State) -> ReportRow {
 }
 
 /// A batch from `relay` carrying `reports`, with a device sighting per report.
-fn batch(relay: &str, through: u64, reports: Vec<ReportRow>) -> WriteBatch {
+pub(crate) fn batch(relay: &str, through: u64, reports: Vec<ReportRow>) -> WriteBatch {
     WriteBatch {
         relay_id: relay.into(),
         relay_url: format!("https://{relay}:8444"),

@@ -172,7 +172,7 @@ impl Spec {
                 (e.host.clone(), e.shown.clone(), out)
             }
             None => {
-                let host = ctx.host_path(&self.path);
+                let host = ctx.host_path(&self.path)?;
                 let text = utf8(&host, &self.path)?;
                 let new_line = match self.separator {
                     Separator::Whitespace => format!("{} {}\n", self.key, expected),
@@ -210,7 +210,7 @@ impl Spec {
 
     fn scan(&self, ctx: &EvalContext) -> Result<Scan, String> {
         let mut scan = Scan::default();
-        let host = ctx.host_path(&self.path);
+        let host = ctx.host_path(&self.path)?;
         scan.main_exists = host.exists();
         if scan.main_exists {
             scan.first_block = self.scan_file(ctx, &self.path, 0, &mut scan.entries)?;
@@ -227,7 +227,7 @@ impl Spec {
         depth: usize,
         out: &mut Vec<Entry>,
     ) -> Result<Option<usize>, String> {
-        let host = ctx.host_path(shown);
+        let host = ctx.host_path(shown)?;
         let Some(bytes) = fsops::read_limited(&host, shown)? else {
             return Ok(None);
         };
@@ -285,7 +285,7 @@ impl Spec {
         if !pattern.contains(['*', '?']) {
             return Ok(vec![full]);
         }
-        let entries = match fs::read_dir(ctx.host_path(dir)) {
+        let entries = match fs::read_dir(ctx.host_path(dir)?) {
             Ok(rd) => rd,
             // sshd ignores an include that matches nothing.
             Err(_) => return Ok(vec![]),

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 
 use regex::Regex;
 
@@ -24,7 +24,7 @@ impl Target {
     }
 
     fn metadata(&self, ctx: &EvalContext) -> Result<Option<fs::Metadata>, String> {
-        match fs::metadata(ctx.host_path(&self.path)) {
+        match fs::metadata(ctx.host_path(&self.path)?) {
             Ok(m) => Ok(Some(m)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("cannot examine {}: {e}", self.path)),
@@ -75,8 +75,14 @@ impl Target {
             _ => None,
         }
         .ok_or_else(|| format!("cannot derive a mode from the rule {rule}"))?;
-        let path = ctx.host_path(&self.path);
-        fs::set_permissions(&path, fs::Permissions::from_mode(target))
+        let path = ctx.host_path(&self.path)?;
+        // Opened without following a link, so a link put in place since the path was resolved
+        // inside the root is refused rather than followed out of it.
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .and_then(|f| f.set_permissions(fs::Permissions::from_mode(target)))
             .map_err(|e| format!("cannot change the mode of {}: {e}", self.path))?;
         Ok(Remedy::Applied)
     }
@@ -84,7 +90,10 @@ impl Target {
 
 /// The name of `id` in the device's passwd or group file, or the number when it has none.
 fn name_of(ctx: &EvalContext, file: &str, id: u32) -> String {
-    let text = fs::read_to_string(ctx.host_path(file)).unwrap_or_default();
+    let text = ctx
+        .host_path(file)
+        .and_then(|p| fs::read_to_string(p).map_err(|e| e.to_string()))
+        .unwrap_or_default();
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| {
@@ -124,7 +133,7 @@ impl Contains {
 
     /// The first matching line (trimmed); not found when no line matches or the file is missing.
     pub fn observe(&self, ctx: &EvalContext) -> Result<Option<String>, String> {
-        let Some(bytes) = fsops::read_limited(&ctx.host_path(&self.path), &self.path)? else {
+        let Some(bytes) = fsops::read_limited(&ctx.host_path(&self.path)?, &self.path)? else {
             return Ok(None);
         };
         let text = String::from_utf8_lossy(&bytes);
@@ -256,6 +265,91 @@ mod tests {
         let r = evaluate_setting(&s, Membership::Required, true, &ctx);
         assert_eq!(r.observed_after.as_deref(), Some("0640"));
         assert_eq!(state(&r), State::Compliant);
+    }
+
+    /// A host key linked out of the root (absolutely, or climbing with `..`) is looked up inside
+    /// the root, as the device would see it, and the file outside is never changed; a link that
+    /// stays inside the root is followed and its target fixed.
+    #[test]
+    fn links_are_resolved_inside_the_root_and_nothing_outside_changes() {
+        let (d, ctx) = tree();
+        let outside = tempfile::tempdir().unwrap();
+        let key = outside.path().join("ssh_host_ed25519_key");
+        std::fs::write(&key, "outside key").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let ssh = d.path().join("etc/ssh");
+        std::os::unix::fs::symlink(&key, ssh.join("abs_key")).unwrap();
+        let climb = format!("../../../../../../../..{}", key.display());
+        std::os::unix::fs::symlink(&climb, ssh.join("climb_key")).unwrap();
+        std::os::unix::fs::symlink("/etc/ssh/keys", ssh.join("keydir")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), ssh.join("outdir")).unwrap();
+
+        for path in [
+            "/etc/ssh/abs_key",
+            "/etc/ssh/climb_key",
+            "/etc/ssh/outdir/ssh_host_ed25519_key",
+        ] {
+            let mut s = setting("file_mode", &[("path", path)], "mode_at_most", "0600");
+            s.remediation_allowed = true;
+            s.noncompliant_if_missing = true;
+            let r = evaluate_setting(&s, Membership::Required, true, &ctx);
+            assert_eq!(state(&r), State::NonCompliant, "{path}");
+            assert_eq!(r.observed_before, None, "{path}: not found inside the root");
+            assert!(!r.remediated, "{path}");
+        }
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o7777,
+            0o644,
+            "the file outside the root is untouched"
+        );
+
+        // The same links resolve to files inside the root when the root has them.
+        std::fs::create_dir_all(
+            d.path()
+                .join(key.parent().unwrap().strip_prefix("/").unwrap()),
+        )
+        .unwrap();
+        let inside = d.path().join(key.strip_prefix("/").unwrap());
+        std::fs::write(&inside, "inside key").unwrap();
+        std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::create_dir_all(d.path().join("etc/ssh/keys")).unwrap();
+        let linked = d.path().join("etc/ssh/keys/rsa");
+        std::fs::write(&linked, "inside rsa").unwrap();
+        std::fs::set_permissions(&linked, std::fs::Permissions::from_mode(0o644)).unwrap();
+        for (path, host) in [
+            ("/etc/ssh/abs_key", &inside),
+            ("/etc/ssh/keydir/rsa", &linked),
+        ] {
+            let mut s = setting("file_mode", &[("path", path)], "mode_at_most", "0600");
+            s.remediation_allowed = true;
+            let r = evaluate_setting(&s, Membership::Required, true, &ctx);
+            assert_eq!(state(&r), State::Compliant, "{path}: {}", r.error);
+            assert!(r.remediated, "{path}");
+            let mode = std::fs::metadata(host).unwrap().permissions().mode();
+            assert_eq!(mode & 0o7777, 0o600, "{path}");
+        }
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o7777,
+            0o644,
+            "the file outside the root is still untouched"
+        );
+    }
+
+    #[test]
+    fn a_link_loop_is_an_error_naming_the_path() {
+        let (d, ctx) = tree();
+        std::os::unix::fs::symlink("/etc/b", d.path().join("etc/a")).unwrap();
+        std::os::unix::fs::symlink("/etc/a", d.path().join("etc/b")).unwrap();
+        let s = setting("file_exists", &[("path", "/etc/a")], "exists", "");
+        let r = evaluate_setting(&s, Membership::Required, false, &ctx);
+        assert_eq!(state(&r), State::Error);
+        assert!(
+            r.error.contains("cannot resolve /etc/a: too many levels"),
+            "{}",
+            r.error
+        );
     }
 
     #[test]

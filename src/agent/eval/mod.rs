@@ -110,10 +110,64 @@ impl EvalContext {
         }
     }
 
-    /// `abs` (an absolute path of the device) under the evaluation root.
-    pub fn host_path(&self, abs: &str) -> PathBuf {
-        self.root.join(abs.trim_start_matches('/'))
+    /// `abs` (an absolute path of the device) under the evaluation root, with every symbolic
+    /// link on the way resolved as the device would see it from inside the root: an absolute
+    /// link target starts again at the root and `..` stops at it, as under chroot(2). The path
+    /// returned has no symbolic link in it (up to the first component that does not exist), so
+    /// nothing read or changed through it lies outside the root.
+    pub fn host_path(&self, abs: &str) -> Result<PathBuf, String> {
+        resolve_in_root(&self.root, abs).map_err(|e| format!("cannot resolve {abs}: {e}"))
     }
+}
+
+/// Most symbolic links followed for one path, as Linux's `MAXSYMLINKS`.
+const MAX_SYMLINKS: usize = 40;
+
+/// [`EvalContext::host_path`]: walks `abs` one component at a time below `root`, replacing each
+/// symbolic link by its target, so a link can neither name a place outside `root` nor climb out
+/// of it with `..`.
+fn resolve_in_root(root: &Path, abs: &str) -> Result<PathBuf, String> {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+
+    fn push_front(rest: &mut VecDeque<OsString>, target: &Path) {
+        for c in target.components().rev() {
+            match c {
+                Component::Normal(n) => rest.push_front(n.to_os_string()),
+                Component::ParentDir => rest.push_front("..".into()),
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            }
+        }
+    }
+
+    let mut rest = VecDeque::new();
+    push_front(&mut rest, Path::new(abs));
+    let mut below: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(name) = rest.pop_front() {
+        if name == ".." {
+            below.pop();
+            continue;
+        }
+        let candidate: PathBuf = root.join(below.iter().collect::<PathBuf>()).join(&name);
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err("too many levels of symbolic links".into());
+                }
+                let target = std::fs::read_link(&candidate).map_err(|e| e.to_string())?;
+                if target.is_absolute() {
+                    below.clear();
+                }
+                push_front(&mut rest, &target);
+            }
+            // Missing (or under something that is not a directory): nothing further can be a
+            // link, and the caller's own open or stat reports what is wrong.
+            _ => below.push(name),
+        }
+    }
+    Ok(root.join(below.iter().collect::<PathBuf>()))
 }
 
 /// What to observe, checked.

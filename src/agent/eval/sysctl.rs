@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use super::{DefinitionError, EvalContext, Params, Remedy, fsops};
@@ -44,14 +45,14 @@ impl Spec {
         })
     }
 
-    fn host(&self, ctx: &EvalContext) -> PathBuf {
+    fn host(&self, ctx: &EvalContext) -> Result<PathBuf, String> {
         ctx.host_path(&self.path)
     }
 
     /// The value with runs of whitespace (tabs between fields) made single spaces; not found
     /// when the kernel has no such parameter.
     pub fn observe(&self, ctx: &EvalContext) -> Result<Option<String>, String> {
-        let Some(bytes) = fsops::read_limited(&self.host(ctx), &self.path)? else {
+        let Some(bytes) = fsops::read_limited(&self.host(ctx)?, &self.path)? else {
             return Ok(None);
         };
         Ok(Some(
@@ -63,7 +64,7 @@ impl Spec {
     }
 
     pub fn remediate(&self, ctx: &EvalContext, expected: &str) -> Result<Remedy, String> {
-        let host = self.host(ctx);
+        let host = self.host(ctx)?;
         let meta = match fs::metadata(&host) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -78,6 +79,7 @@ impl Spec {
         let mut f = fs::OpenOptions::new()
             .write(true)
             .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&host)
             .map_err(|e| format!("cannot open {} for writing: {e}", self.path))?;
         f.write_all(format!("{expected}\n").as_bytes())

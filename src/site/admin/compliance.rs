@@ -5,7 +5,7 @@
 //! | `GET /api/v1/compliance/baselines` | `{"baselines": [BaselineOverview…]}`: devices per state, per baseline |
 //! | `GET /api/v1/compliance/baselines/{id}` | `BaselineDetail`: counts, members, revisions, per-setting counts |
 //! | `GET /api/v1/compliance/devices/{id}` | `DeviceCompliance`: per baseline, current state, settings (expected, observed before and after, remediated, error) and state history |
-//! | `GET /api/v1/compliance/noncompliant?baseline=ID` | `{"baseline_id", "devices": [NoncompliantDevice…]}`, worst severity first |
+//! | `GET /api/v1/compliance/noncompliant?baseline=ID[&state=error]` | `{"baseline_id", "state", "devices": [NoncompliantDevice…]}`: the non-compliant (or error) devices with their non-compliant and error settings, worst severity first |
 //!
 //! Times are Unix milliseconds; states and severities are the names of [`crate::compliance`].
 
@@ -14,6 +14,7 @@ use serde::Serialize;
 use tracing::error;
 
 use super::router::{Ctx, Reply, Router};
+use crate::compliance::State;
 use crate::store::{BaselineOverview, NoncompliantDevice, StoreError};
 use crate::wire::{Refusal, json_response};
 
@@ -24,7 +25,7 @@ pub fn routes(r: Router) -> Router {
         .get("/api/v1/compliance/noncompliant", noncompliant)
 }
 
-fn internal(e: StoreError) -> Refusal {
+pub(super) fn internal(e: StoreError) -> Refusal {
     error!(error = %e, "admin API query failed");
     Refusal::Internal
 }
@@ -79,7 +80,19 @@ async fn device(ctx: Ctx) -> Reply {
 #[derive(Serialize)]
 struct Noncompliant {
     baseline_id: String,
+    state: &'static str,
     devices: Vec<NoncompliantDevice>,
+}
+
+/// The state a list of failing devices is asked for: `non_compliant` (the default) or `error`.
+pub fn failing_state(asked: Option<&str>) -> Result<State, String> {
+    match asked.map(str::trim).filter(|s| !s.is_empty()) {
+        None | Some("non_compliant") => Ok(State::NonCompliant),
+        Some("error") => Ok(State::Error),
+        Some(other) => Err(format!(
+            "state: {other:?} has no failing settings to list (use non_compliant or error)"
+        )),
+    }
 }
 
 async fn noncompliant(ctx: Ctx) -> Reply {
@@ -94,11 +107,14 @@ async fn noncompliant(ctx: Ctx) -> Reply {
             "no baseline {id:?} is defined or reported at this site"
         )));
     }
-    let devices = store.noncompliant_devices(id).await.map_err(internal)?;
+    let state =
+        failing_state(ctx.query.get("state").map(String::as_str)).map_err(Refusal::Malformed)?;
+    let devices = store.failing_devices(id, state).await.map_err(internal)?;
     Ok(json_response(
         StatusCode::OK,
         &Noncompliant {
             baseline_id: id.clone(),
+            state: state.as_str(),
             devices,
         },
     ))

@@ -11,6 +11,7 @@
 //! handler its own). `/metrics` serves the site's metrics (token required).
 
 pub mod compliance;
+pub mod devices;
 pub mod maintenance;
 pub mod router;
 pub mod session;
@@ -153,6 +154,7 @@ pub fn routes() -> Router {
         .public(Method::GET, "/readyz", readyz)
         .get("/metrics", metrics);
     let r = compliance::routes(r);
+    let r = devices::routes(r);
     let r = crate::site::console::routes(r);
     let r = maintenance::routes(r);
     terms::routes(r)
@@ -182,6 +184,16 @@ async fn readyz(ctx: Ctx) -> router::Reply {
 /// The site server's metrics in the Prometheus text format.
 async fn metrics(ctx: Ctx) -> router::Reply {
     let site = &ctx.state.site;
+    // Runs recorded by others (the command line, another site server) count here too; the
+    // counters shown stay as they were when the database cannot be read.
+    if let Err(e) = site
+        .metrics
+        .retention
+        .count_recorded_runs(&ctx.state.store)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot read the recorded retention runs");
+    }
     let body = crate::site::metrics::render(&site.metrics, &site.relays);
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     resp.headers_mut().insert(

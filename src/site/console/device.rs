@@ -45,8 +45,24 @@ pub(super) async fn device(ctx: Ctx) -> Reply {
     if dc.baselines.is_empty() {
         b.push_str("<p>No compliance report from this device yet.</p>");
     }
+    let retention_days = match ctx.state.store.retention_days().await {
+        Ok(d) => d,
+        Err(e) => return Ok(db_failed(&ctx, e)),
+    };
+    let aged_before = crate::clock::now_ms() - i64::from(retention_days) * crate::clock::DAY_MS;
     for bl in &dc.baselines {
         let c = &bl.current;
+        if c.evaluated_ms < aged_before {
+            let _ = write!(
+                b,
+                "<p class=\"aged\" data-aged-baseline=\"{id}\">The state for {name} was evaluated \
+                 {at}, longer ago than the retention age ({retention_days} days): the device has \
+                 not reported it since. Its report is kept while it is the current state.</p>",
+                id = esc(&c.baseline_id),
+                name = esc(&c.baseline_name),
+                at = time(c.evaluated_ms),
+            );
+        }
         let _ = write!(
             b,
             "<section class=\"device-baseline\" data-baseline=\"{id}\"><h2>\

@@ -5,8 +5,9 @@
 //! | page | shows |
 //! |---|---|
 //! | `/console` | per baseline, a bar chart of devices per state and their trend over 30 days |
-//! | `/console/baselines/{id}` | the baseline's settings and its non-compliant devices, with expected, observed and remediated values |
-//! | `/console/devices` | device search by hostname or id |
+//! | `/console/baselines/{id}` | the baseline's devices per state (each count a link to its list), its settings, and the worst of its non-compliant devices with expected, observed and remediated values |
+//! | `/console/baselines/{id}/devices` | the baseline's devices, paged, by state, worst severity, OS and search |
+//! | `/console/devices` | every device, paged, by state, OS and a search of hostname, OS or id |
 //! | `/console/devices/{id}` | a device: details, per baseline its settings and state history |
 //! | `/console/relays` | per relay: last pull, spool depth, lag, errors |
 //! | `/console/retention` | the retention task's settings (a form to change them) and last runs |
@@ -18,9 +19,9 @@
 
 mod baseline;
 mod device;
-mod devices;
 pub mod form;
 pub mod html;
+mod lists;
 mod login;
 mod overview;
 mod relays;
@@ -49,7 +50,12 @@ pub fn routes(r: Router) -> Router {
         .console(Method::POST, "/console/logout", login::logout)
         .console(Method::GET, "/console", overview::overview)
         .console(Method::GET, "/console/baselines/{id}", baseline::baseline)
-        .console(Method::GET, "/console/devices", devices::devices)
+        .console(
+            Method::GET,
+            "/console/baselines/{id}/devices",
+            lists::baseline_devices,
+        )
+        .console(Method::GET, "/console/devices", lists::devices)
         .console(Method::GET, "/console/devices/{id}", device::device)
         .console(Method::GET, "/console/relays", relays::relays)
         .console(Method::GET, "/console/retention", retention::retention)

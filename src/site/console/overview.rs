@@ -71,16 +71,17 @@ pub(super) async fn overview(ctx: Ctx) -> Reply {
              <figure>{trend}<figcaption>Devices per state, last {TREND_DAYS} days</figcaption></figure></div>\
              <table class=\"counts\"><tr><th>devices</th><th>compliant</th><th>non-compliant</th>\
              <th>error</th><th>unknown</th><th>not applicable</th><th>never reported</th></tr>\
-             <tr><td data-state=\"devices\">{}</td><td data-state=\"compliant\">{}</td>\
+             <tr><td data-state=\"devices\"><a href=\"/console/baselines/{href}/devices\">{}</a></td>\
+             <td data-state=\"compliant\">{}</td>\
              <td data-state=\"non_compliant\">{}</td><td data-state=\"error\">{}</td>\
              <td data-state=\"unknown\">{}</td><td data-state=\"not_applicable\">{}</td>\
              <td data-state=\"never_reported\">{}</td></tr></table></section>",
             o.devices,
-            o.compliant,
-            o.non_compliant,
-            o.error,
-            o.unknown,
-            o.not_applicable,
+            state_link(&o.baseline_id, "compliant", o.compliant),
+            state_link(&o.baseline_id, "non_compliant", o.non_compliant),
+            state_link(&o.baseline_id, "error", o.error),
+            state_link(&o.baseline_id, "unknown", o.unknown),
+            state_link(&o.baseline_id, "not_applicable", o.not_applicable),
             o.never_reported,
             id = esc(&o.baseline_id),
             href = url_part(&o.baseline_id),
@@ -94,4 +95,12 @@ pub(super) async fn overview(ctx: Ctx) -> Reply {
         StatusCode::OK,
         page("Compliance", csrf(&ctx), &b),
     ))
+}
+
+/// A count of devices in `state` as a link to their list.
+pub(super) fn state_link(baseline_id: &str, state: &str, n: u64) -> String {
+    format!(
+        "<a class=\"state-list\" href=\"{}\">{n}</a>",
+        super::lists::state_href(baseline_id, state)
+    )
 }

@@ -53,11 +53,21 @@ impl PostgresStore {
     ) -> Result<BatchDeleted, StoreError> {
         let limit = i64::from(max_rows.max(1));
         let parts = self.partitions().await?;
-        // Whole days first, oldest first; setting_results of a day before its reports.
-        let droppable = parts
+        // Whole days first, oldest first; setting_results of a day before its reports. A day
+        // holding a report that a device's current state rests on is not dropped: it is
+        // deleted by rows below, around that report, and goes whole once the state moves on.
+        let mut days: Vec<&Partition> = parts
             .iter()
             .filter(|p| p.day.is_some_and(|d| (d + 1) * DAY_MS <= cutoff_ms))
-            .min_by_key(|p| (p.day, p.table != T_SETTINGS));
+            .collect();
+        days.sort_by_key(|p| (p.day, p.table != T_SETTINGS));
+        let mut droppable = None;
+        for p in days {
+            if !self.holds_current_reports(&parts, p).await? {
+                droppable = Some(p);
+                break;
+            }
+        }
         if let Some(p) = droppable {
             let mut out = BatchDeleted {
                 rows: vec![],
@@ -87,10 +97,20 @@ impl PostgresStore {
             if p.day.is_some_and(|d| d * DAY_MS >= cutoff_ms) {
                 continue;
             }
-            // The name was checked against the partition scheme (see parse_partition).
+            // The names were checked against the partition scheme (see parse_partition); a
+            // report's settings are in the partition of the same day as the report.
+            let reports = reports_partition(p);
+            let kept = if parts.iter().any(|q| q.name == reports) {
+                format!(
+                    "AND report_id NOT IN (SELECT report_id FROM {reports} \
+                     WHERE message_id IN (SELECT message_id FROM current_compliance))"
+                )
+            } else {
+                String::new()
+            };
             let sql = format!(
                 "DELETE FROM {0} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {0} \
-                 WHERE received_ms < $1 LIMIT $2))",
+                 WHERE received_ms < $1 {kept} LIMIT $2))",
                 p.name
             );
             let n = sqlx::query(AssertSqlSafe(sql).into_sql_str())
@@ -112,7 +132,8 @@ impl PostgresStore {
             }
             let sql = format!(
                 "WITH r AS (DELETE FROM {0} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {0} \
-                 WHERE received_ms < $1 LIMIT $2)) RETURNING message_id), \
+                 WHERE received_ms < $1 AND message_id NOT IN \
+                 (SELECT message_id FROM current_compliance) LIMIT $2)) RETURNING message_id), \
                  m AS (DELETE FROM report_message_ids WHERE message_id IN \
                  (SELECT message_id FROM r) RETURNING 1) \
                  SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM m)",
@@ -144,6 +165,27 @@ impl PostgresStore {
             out.rows.push((T_HISTORY, n));
         }
         Ok(out)
+    }
+
+    /// Whether the day of `p` holds a report some device's current state rests on (its
+    /// reports partition, which also answers for the day's setting_results).
+    async fn holds_current_reports(
+        &self,
+        parts: &[Partition],
+        p: &Partition,
+    ) -> Result<bool, StoreError> {
+        let reports = reports_partition(p);
+        if !parts.iter().any(|q| q.name == reports) {
+            return Ok(false);
+        }
+        // The name was checked against the partition scheme (see parse_partition).
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {reports} \
+             WHERE message_id IN (SELECT message_id FROM current_compliance))"
+        );
+        Ok(sqlx::query_scalar(AssertSqlSafe(sql).into_sql_str())
+            .fetch_one(self.pool())
+            .await?)
     }
 
     /// The partitions of the partitioned tables, with names checked against the scheme.
@@ -238,6 +280,14 @@ impl PostgresStore {
 }
 
 /// A partition's table and day from its name, if the name follows the scheme.
+/// The compliance_reports partition of the same day (or default) as `p`.
+fn reports_partition(p: &Partition) -> String {
+    format!(
+        "{T_REPORTS}{}",
+        p.name.strip_prefix(p.table).unwrap_or_default()
+    )
+}
+
 fn parse_partition(name: &str, parent: &str) -> Option<Partition> {
     let table = *PARTITIONED.iter().find(|t| **t == parent)?;
     let rest = name.strip_prefix(table)?.strip_prefix('_')?;

@@ -93,6 +93,7 @@ pub(crate) async fn write_batch(
         .await?;
     let numbered = number_new_reports(&mut tx, &unique).await?;
     out.reports_inserted = numbered.len() as u64;
+    out.critical_events = crate::store::events::critical_events(numbered.iter().map(|(_, r)| *r));
     out.reports_duplicate = (b.reports.len() - numbered.len()) as u64;
 
     // Straight into the day's partitions when every new report falls in one known day.

@@ -31,6 +31,7 @@ impl SqliteStore {
         let candidates = sqlx::query(
             "SELECT report_id, n_compliant + n_non_compliant + n_error + n_not_applicable \
              + n_unknown FROM compliance_reports WHERE received_ms < ? \
+             AND message_id NOT IN (SELECT message_id FROM current_compliance) \
              ORDER BY received_ms LIMIT ?",
         )
         .bind(cutoff_ms)

@@ -45,6 +45,7 @@ impl SqliteStore {
             .collect();
         out.reports_duplicate = (b.reports.len() - reports.len()) as u64;
         out.reports_inserted = reports.len() as u64;
+        out.critical_events = crate::store::events::critical_events(reports.iter().copied());
 
         upsert_devices(&mut tx, &fold_devices(&b.devices)).await?;
 
