@@ -28,6 +28,8 @@
 //!   console.rs      the console's trend and device search
 //!   maintenance.rs  maintenance tasks and runs
 //!   terms.rs        terms and conditions, acceptances, site settings
+//!   admins.rs       named administrators, their roles and token hashes
+//!   audit.rs        the audit log, and `record`, which every change calls in its transaction
 //!   retention.rs    the retention task's batches and run lock
 //!   ceiling.rs      the writer benchmark's bare-insert ceiling
 //!   sqlite/         what SQLite says its own way: mod.rs (open, pools, checkpoints, how
@@ -86,8 +88,9 @@ macro_rules! dispatch_sql {
 
 /// Compiles the functions given once per backend, as `on_sqlite` (on a `SqliteConnection`) and
 /// `on_postgres` (on a `PgConnection`), each seeing the calling file's imports and `Conn` as
-/// its connection type, and `policy` as the same backend's compiled policy SQL (for
-/// `policy::bump_policy_version`): SQL both dialects agree on, written once, for work inside a
+/// its connection type, `policy` as the same backend's compiled policy SQL (for
+/// `policy::bump_policy_version`) and `audit` as its audit log (`audit::record`, which every
+/// change calls in its own transaction): SQL both dialects agree on, written once, for work inside a
 /// transaction the backend opened its own way.
 macro_rules! for_each_backend {
     ($($item:item)*) => {
@@ -96,6 +99,8 @@ macro_rules! for_each_backend {
             use super::*;
             #[allow(unused_imports)]
             use crate::store::compliance::on_sqlite as policy;
+            #[allow(unused_imports)]
+            use crate::store::audit::on_sqlite as audit;
             type Conn = sqlx::SqliteConnection;
             $($item)*
         }
@@ -104,12 +109,16 @@ macro_rules! for_each_backend {
             use super::*;
             #[allow(unused_imports)]
             use crate::store::compliance::on_postgres as policy;
+            #[allow(unused_imports)]
+            use crate::store::audit::on_postgres as audit;
             type Conn = sqlx::PgConnection;
             $($item)*
         }
     };
 }
 
+pub mod admins;
+pub mod audit;
 pub(crate) mod ceiling;
 pub(crate) mod compliance;
 mod console;
@@ -127,6 +136,8 @@ mod sqlite;
 mod terms;
 pub mod types;
 
+pub use admins::{AdminCredential, Administrator, BOOTSTRAP_ADMIN, Role};
+pub use audit::{Actor, AuditEntry, AuditFilter, Change};
 pub use decide::{
     CurrentUpsert, HistoryInsert, HistoryRef, Plan, fold_devices, plan_publish, plan_transitions,
     trend_from_spans,
