@@ -70,16 +70,21 @@ macro_rules! read {
 }
 
 /// Runs `$e` on whichever backend `$self` is, with `$s` the backend's store and `$m` the module
-/// [`for_each_backend!`] compiled for that backend in the calling file.
+/// [`for_each_backend!`] compiled for that backend in the calling file, and `audit` the same
+/// backend's audit log (`audit::record` in the transaction of a change).
 macro_rules! dispatch_sql {
     ($self:ident, $s:ident, $m:ident => $e:expr) => {
         match $self {
             Store::Sqlite($s) => {
                 use self::on_sqlite as $m;
+                #[allow(unused_imports)]
+                use crate::store::audit::on_sqlite as audit;
                 $e
             }
             Store::Postgres($s) => {
                 use self::on_postgres as $m;
+                #[allow(unused_imports)]
+                use crate::store::audit::on_postgres as audit;
                 $e
             }
         }

@@ -629,7 +629,10 @@ async fn the_policy_carries_the_retention_age_in_force(db: TestDb) {
     assert_eq!(task.days_of_week, vec!["sat".to_string()]);
     let before = sys.store.policy_version().await.unwrap();
     task.delete_older_than_days = 30;
-    sys.store.update_maintenance_task(&task).await.unwrap();
+    sys.store
+        .update_maintenance_task(&mprelay::store::Actor::cli(), &task)
+        .await
+        .unwrap();
     assert!(sys.store.policy_version().await.unwrap() > before);
     let snapshot = mprelay::policy::build_snapshot(&sys.store.policy_contents().await.unwrap(), 0);
     assert_eq!(snapshot.unwrap().retention_days, 30);

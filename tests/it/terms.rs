@@ -298,7 +298,10 @@ async fn the_privacy_page_follows_the_retention_task_and_links_the_statement(
         .await
         .unwrap();
     task.delete_older_than_days = 30;
-    sys.store.update_maintenance_task(&task).await.unwrap();
+    sys.store
+        .update_maintenance_task(&mprelay::store::Actor::cli(), &task)
+        .await
+        .unwrap();
     let p = page(&c).await;
     assert!(
         p.contains("older than <strong>30 days</strong> are deleted"),
@@ -306,7 +309,10 @@ async fn the_privacy_page_follows_the_retention_task_and_links_the_statement(
     );
     assert!(!p.contains("90 days"), "{p}");
     task.enabled = false;
-    sys.store.update_maintenance_task(&task).await.unwrap();
+    sys.store
+        .update_maintenance_task(&mprelay::store::Actor::cli(), &task)
+        .await
+        .unwrap();
     let p = page(&c).await;
     assert!(
         p.contains("The retention age is <strong>30 days</strong>, but")
