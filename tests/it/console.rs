@@ -132,7 +132,7 @@ pub fn enc(s: &str) -> String {
 }
 
 /// The CSRF token of the page's forms.
-fn csrf_of(page: &str) -> String {
+pub fn csrf_of(page: &str) -> String {
     page.split("name=\"csrf\" value=\"")
         .nth(1)
         .and_then(|r| r.split('"').next())

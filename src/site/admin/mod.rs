@@ -10,6 +10,7 @@
 //! by logging in with the token ([`session`] keeps the sessions; the [`router`] hands each
 //! handler its own). `/metrics` serves the site's metrics (token required).
 
+pub mod audit;
 pub mod compliance;
 pub mod devices;
 pub mod maintenance;
@@ -205,6 +206,7 @@ pub fn routes() -> Router {
     let r = devices::routes(r);
     let r = crate::site::console::routes(r);
     let r = maintenance::routes(r);
+    let r = audit::routes(r);
     terms::routes(r)
 }
 
