@@ -229,3 +229,74 @@ async fn roles_are_checked_and_every_change_is_audited(db: TestDb) {
     let r = b.send(Method::GET, "/console", None).await;
     assert_eq!(r.status, 303);
 }
+
+both_backends!(the_cli_manages_administrators_and_its_changes_are_audited);
+async fn the_cli_manages_administrators_and_its_changes_are_audited(db: TestDb) {
+    use crate::compliance_cli::{run, stderr, stdout};
+    // The schema exists once a site server (or any writing command) opened the database.
+    let store = mprelay::store::Store::connect(&db.url).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cmd = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--database", db.url.as_str()]);
+        run(&a, dir.path())
+    };
+    let o = cmd(&["admin", "add", "carol", "--role", "compliance"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let token = out.lines().last().unwrap().trim().to_string();
+    assert_eq!(token.len(), 64, "{out}");
+    // Only its hash is stored.
+    let creds = store.admin_credentials().await.unwrap();
+    assert_eq!(creds.len(), 1);
+    assert_eq!(creds[0].token_sha256, sha(&token).to_vec());
+
+    let o = cmd(&["admin", "add", "carol", "--role", "full"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("exists already"), "{}", stderr(&o));
+    let o = cmd(&["admin", "add", "dave", "--role", "owner"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("unknown role"), "{}", stderr(&o));
+
+    let o = cmd(&["admin", "rotate", "carol"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let new = stdout(&o).lines().last().unwrap().trim().to_string();
+    assert_ne!(new, token);
+    assert_eq!(
+        store.admin_credentials().await.unwrap()[0].token_sha256,
+        sha(&new).to_vec()
+    );
+    let o = cmd(&["admin", "disable", "carol"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = cmd(&["admin", "list"]);
+    let out = stdout(&o);
+    assert!(out.contains("carol") && out.contains("compliance"), "{out}");
+    assert!(!out.contains(&new), "the token is never listed");
+
+    let o = cmd(&["site", "set", "audit-retention-days", "30"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let o = cmd(&["audit", "list", "--object", "administrator"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for action in ["add", "rotate", "disable"] {
+        assert!(out.contains(action), "{out}");
+    }
+    let entries = store
+        .audit_entries(&AuditFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 4, "{entries:?}");
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.via == "cli" && e.who.starts_with("cli:"))
+    );
+    assert_eq!(entries[0].object, "site_setting");
+    assert_eq!(entries[0].after, Some(json!("30")));
+    let o = cmd(&["audit", "list", "--since", "2020-13-01"]);
+    assert_eq!(o.status.code(), Some(64));
+}

@@ -589,7 +589,10 @@ async fn policy_versions_only_rise_across_restarts_and_reach_agents(db: TestDb) 
     .await
     .expect("the site learns the device");
     assert_eq!(
-        sys.store.set_device_blocked(&device, true).await.unwrap(),
+        sys.store
+            .set_device_blocked(&mprelay::store::Actor::cli(), &device, true)
+            .await
+            .unwrap(),
         Some(true)
     );
     let v3 = sys.store.policy_version().await.unwrap();
@@ -602,7 +605,10 @@ async fn policy_versions_only_rise_across_restarts_and_reach_agents(db: TestDb) 
     let e = agent.evaluate_round(&run_opts(&root)).await.unwrap_err();
     assert!(matches!(e, mprelay::agent::AgentError::Blocked(_)), "{e}");
     assert_eq!(
-        sys.store.set_device_blocked(&device, true).await.unwrap(),
+        sys.store
+            .set_device_blocked(&mprelay::store::Actor::cli(), &device, true)
+            .await
+            .unwrap(),
         Some(false)
     );
     assert_eq!(
@@ -611,7 +617,10 @@ async fn policy_versions_only_rise_across_restarts_and_reach_agents(db: TestDb) 
         "no change, no new version"
     );
     assert_eq!(
-        sys.store.set_device_blocked("nope", true).await.unwrap(),
+        sys.store
+            .set_device_blocked(&mprelay::store::Actor::cli(), "nope", true)
+            .await
+            .unwrap(),
         None
     );
 }

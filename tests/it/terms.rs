@@ -324,7 +324,7 @@ async fn the_privacy_page_follows_the_retention_task_and_links_the_statement(
     let url = check_privacy_url("https://example.com/privacy?lang=en&v=2").unwrap();
     assert!(
         sys.store
-            .set_site_setting(SETTING_PRIVACY_URL, &url)
+            .set_site_setting(&mprelay::store::Actor::cli(), SETTING_PRIVACY_URL, &url)
             .await
             .unwrap()
     );
