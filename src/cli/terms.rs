@@ -150,7 +150,7 @@ async fn publish(a: PublishArgs) -> Result<(), Failure> {
     };
     site_terms::check_draft(&draft).map_err(terms_failure)?;
     let store = open_store(&a.db).await?;
-    let p = site_terms::publish(&store, &draft, a.new_version)
+    let p = site_terms::publish(&store, &crate::store::Actor::cli(), &draft, a.new_version)
         .await
         .map_err(terms_failure)?;
     let t = &p.terms;
