@@ -11,8 +11,9 @@
 //! - [`net`]: the HTTPS server loop with its limits, and a kept-alive HTTPS client.
 //! - [`spool`]: the relay's durable SQLite spool with group commit.
 //! - [`relay`]: the relay — agent-facing intake listener and site-facing mTLS listener.
-//! - [`compliance`]: compliance states, severities, rules and roll-ups, and the rules a report's
-//!   contents follow (`compliance::report`).
+//! - [`compliance`]: compliance states, severities, rules and roll-ups, the rules a report's
+//!   contents follow (`compliance::report`), and the checked evaluator definitions the policy
+//!   import and the agent share (`compliance::check`).
 //! - [`policy`]: baseline and configuration item definitions (TOML), their import with revision
 //!   history, terms and conditions and the privacy statement URL, and the versioned policy
 //!   snapshot the site pushes to relays.
@@ -21,7 +22,7 @@
 //!   bounded deletion runs.
 //! - [`site`]: the site server — pulls relays, writes batches, serves the admin API.
 //! - [`agent`]: the device agent — enrollment, state file, durable queue, submission, and the
-//!   evaluators that check and remediate settings.
+//!   evaluators that observe and remediate settings.
 //! - [`config`]: TOML configuration files with `MPRELAY_…` environment overrides.
 //! - [`clock`]: injectable time sources.
 //! - [`metrics`]: counters and histograms in the Prometheus text format.

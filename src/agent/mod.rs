@@ -137,6 +137,8 @@ pub struct AgentOptions {
     pub hardware_id: String,
     /// Most submissions kept in the queue; the oldest are dropped past it.
     pub max_queue: usize,
+    /// Tags reported with each policy request, for the collections' rules.
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl AgentOptions {
@@ -150,6 +152,7 @@ impl AgentOptions {
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
             hardware_id: String::new(),
             max_queue: 20_000,
+            tags: Default::default(),
         }
     }
 }
@@ -583,6 +586,10 @@ impl Agent {
             body: Some(Body::PolicyRequest(PolicyRequest {
                 known_version,
                 user: user.into(),
+                hostname: self.opts.hostname.clone(),
+                os: self.opts.os.clone(),
+                agent_version: env!("CARGO_PKG_VERSION").into(),
+                tags: self.opts.tags.clone().into_iter().collect(),
             })),
         }
         .encode_to_vec();

@@ -159,10 +159,7 @@ impl Agent {
             reports: Vec::with_capacity(reports.len()),
             remediated: 0,
             flush: FlushOutcome::default(),
-            interval: match policy.evaluation_interval_s {
-                0 => opts.default_interval,
-                s => Duration::from_secs(s.into()),
-            },
+            interval: round_interval(&policy, opts.default_interval),
         };
         for r in reports {
             out.remediated += r
@@ -216,6 +213,25 @@ impl Agent {
             }
         }
     }
+}
+
+/// How long until the next round: the shortest interval a deployment asks for, else the
+/// policy's, else the agent's default.
+fn round_interval(policy: &PolicySnapshot, default: Duration) -> Duration {
+    let site = match policy.evaluation_interval_s {
+        0 => default,
+        s => Duration::from_secs(s.into()),
+    };
+    policy
+        .baselines
+        .iter()
+        .filter_map(|b| b.deployment.as_ref())
+        .map(|d| match d.interval_s {
+            0 => site,
+            s => Duration::from_secs(s.into()),
+        })
+        .min()
+        .unwrap_or(site)
 }
 
 /// Checks an evaluation root given on the command line or in agent.toml.

@@ -7,6 +7,7 @@ pub mod connections;
 pub mod e2e;
 pub mod harness;
 pub mod intake;
+pub mod policy;
 pub mod retention;
 pub mod writer;
 
@@ -26,6 +27,8 @@ pub enum BenchCmd {
     /// Reports from agents into the site database through a relay and a site server, against
     /// the relay's intake alone.
     E2e(e2e::Args),
+    /// Targeted policy at scale: membership recompute, snapshot size, relay CPU per fetch.
+    Policy(policy::Args),
 }
 
 /// Runs one benchmark.
@@ -36,5 +39,6 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Connections(a) => connections::run(a).await,
         BenchCmd::Retention(a) => retention::run(a).await,
         BenchCmd::E2e(a) => e2e::run(a).await,
+        BenchCmd::Policy(a) => policy::run(a).await,
     }
 }

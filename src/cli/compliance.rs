@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use super::{DbArg, Failure, open_store, open_store_read_only, tables, usage};
+use super::format::{Format, render};
+use super::{DbArg, Failure, open_store, open_store_read_only, records, tables, usage};
 use crate::agent::Agent;
 use crate::agent::run::RunOptions;
 use crate::compliance::State;
@@ -41,6 +42,19 @@ pub(super) enum DeviceCmd {
         #[command(flatten)]
         db: DbArg,
         id: String,
+    },
+    /// Set tags on a device (`env=prod dc=par`) or remove them (`--remove env`), for
+    /// collection rules.
+    Tag {
+        #[command(flatten)]
+        db: DbArg,
+        id: String,
+        /// key=value
+        #[arg(required_unless_present = "remove")]
+        tags: Vec<String>,
+        /// Remove this tag (repeatable).
+        #[arg(long)]
+        remove: Vec<String>,
     },
 }
 
@@ -100,6 +114,12 @@ pub(super) async fn device(c: DeviceCmd) -> Result<(), Failure> {
     let (db, id, blocked) = match c {
         DeviceCmd::Block { db, id } => (db, id, true),
         DeviceCmd::Unblock { db, id } => (db, id, false),
+        DeviceCmd::Tag {
+            db,
+            id,
+            tags,
+            remove,
+        } => return super::collections::tag(db, id, tags, remove).await,
     };
     let store = open_store(&db).await?;
     let word = if blocked { "blocked" } else { "unblocked" };
@@ -180,6 +200,7 @@ pub(super) async fn agent_run(
 pub(super) async fn report_compliance(
     store: &Store,
     baseline: Option<&str>,
+    format: Format,
 ) -> Result<(), Failure> {
     match baseline {
         None => {
@@ -187,7 +208,15 @@ pub(super) async fn report_compliance(
                 .compliance_overview()
                 .await
                 .context("reading compliance")?;
-            print!("{}", tables::overview(&rows));
+            print!(
+                "{}",
+                render(
+                    format,
+                    || tables::overview(&rows),
+                    || records::overview_json(&rows),
+                    || records::overview_csv(&rows),
+                )
+            );
         }
         Some(id) => {
             let d = store
@@ -197,19 +226,35 @@ pub(super) async fn report_compliance(
                 .ok_or_else(|| {
                     anyhow::anyhow!("no baseline {id:?} is defined or reported at this site")
                 })?;
-            print!("{}", tables::baseline(&d));
+            print!(
+                "{}",
+                render(
+                    format,
+                    || tables::baseline(&d),
+                    || records::baseline_json(&d),
+                    || records::baseline_csv(&d),
+                )
+            );
         }
     }
     Ok(())
 }
 
-pub(super) async fn report_device(store: &Store, id: &str) -> Result<(), Failure> {
+pub(super) async fn report_device(store: &Store, id: &str, format: Format) -> Result<(), Failure> {
     let d = store
         .device_compliance(id)
         .await
         .context("reading the device")?
         .ok_or_else(|| anyhow::anyhow!("no device {id:?} is known at this site"))?;
-    print!("{}", tables::device(&d));
+    print!(
+        "{}",
+        render(
+            format,
+            || tables::device(&d),
+            || records::device_json(&d),
+            || records::device_csv(&d),
+        )
+    );
     Ok(())
 }
 
@@ -217,6 +262,7 @@ pub(super) async fn report_noncompliant(
     store: &Store,
     id: &str,
     state: State,
+    format: Format,
 ) -> Result<(), Failure> {
     let d = store
         .baseline_detail(id)
@@ -229,7 +275,12 @@ pub(super) async fn report_noncompliant(
         .context("reading compliance")?;
     print!(
         "{}",
-        tables::noncompliant(&d.overview.name, id, state, &devices)
+        render(
+            format,
+            || tables::noncompliant(&d.overview.name, id, state, &devices),
+            || records::noncompliant_json(id, state, &devices),
+            || records::noncompliant_csv(id, &devices),
+        )
     );
     Ok(())
 }
@@ -261,7 +312,11 @@ pub(super) struct ListArgs {
     after: Option<String>,
 }
 
-pub(super) async fn report_devices(store: &Store, a: &ListArgs) -> Result<(), Failure> {
+pub(super) async fn report_devices(
+    store: &Store,
+    a: &ListArgs,
+    format: Format,
+) -> Result<(), Failure> {
     let query: std::collections::HashMap<String, String> = [
         ("state", &a.state),
         ("severity", &a.severity),
@@ -285,7 +340,14 @@ pub(super) async fn report_devices(store: &Store, a: &ListArgs) -> Result<(), Fa
                 return Err(usage("--severity needs --baseline"));
             }
             let p = store.device_page(&f).await.context("listing devices")?;
-            (tables::devices(&p.devices), p.next_after)
+            let next = p.next_after.as_deref();
+            let out = render(
+                format,
+                || tables::devices(&p.devices),
+                || records::devices_json(&p.devices, next),
+                || records::devices_csv(&p.devices),
+            );
+            (out, p.next_after.clone())
         }
         Some(id) => {
             store
@@ -299,12 +361,22 @@ pub(super) async fn report_devices(store: &Store, a: &ListArgs) -> Result<(), Fa
                 .baseline_device_page(id, &f)
                 .await
                 .context("listing devices")?;
-            (tables::baseline_devices(&p.devices), p.next_after)
+            let next = p.next_after.as_deref();
+            let out = render(
+                format,
+                || tables::baseline_devices(&p.devices),
+                || records::baseline_devices_json(id, &p.devices, next),
+                || records::baseline_devices_csv(id, &p.devices),
+            );
+            (out, p.next_after.clone())
         }
     };
     print!("{table}");
-    if let Some(after) = next {
-        println!("more: --after {after}");
+    // JSON carries the next page in `next_after`; CSV stays rows only, so the hint goes aside.
+    match (next, format) {
+        (Some(after), Format::Table) => println!("more: --after {after}"),
+        (Some(after), Format::Csv) => eprintln!("more: --after {after}"),
+        _ => {}
     }
     Ok(())
 }

@@ -2,10 +2,14 @@
 //! 1 for other failures; errors go to stderr as one sentence naming the file, field or value.
 
 mod admins;
+mod collections;
 mod compliance;
+pub mod format;
 mod maintenance;
+mod records;
 pub mod tables;
 mod terms;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,6 +19,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tracing::info;
 
+use self::format::FormatArg;
 use crate::agent::Agent;
 use crate::config::{self, AgentFile, ConfigError, RelayFile, SiteFile};
 use crate::store::Store;
@@ -53,7 +58,15 @@ enum Command {
     /// Configuration baselines and items: import definitions (TOML), list revisions.
     #[command(subcommand)]
     Baseline(compliance::BaselineCmd),
-    /// Block or unblock a device (relays refuse it once the policy reaches them).
+    /// Collections of devices: import definitions (TOML), list, show, members.
+    #[command(subcommand)]
+    Collection(collections::CollectionCmd),
+    /// Deploy a baseline to a collection, or change how it is deployed.
+    Deploy(collections::DeployArgs),
+    /// Deployments: list, disable, enable.
+    #[command(subcommand)]
+    Deployment(collections::DeploymentCmd),
+    /// Block or unblock a device (relays refuse it once the policy reaches them), or tag it.
     #[command(subcommand)]
     Device(compliance::DeviceCmd),
     /// Terms and conditions: publish a version or an edit, show what is published.
@@ -205,8 +218,13 @@ enum ReportCmd {
     Compliance {
         #[command(flatten)]
         db: DbArg,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "collection")]
         baseline: Option<String>,
+        /// Per deployment to this collection, over the devices now in it (table only).
+        #[arg(long)]
+        collection: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
     },
     /// One device: state, settings (expected, observed, remediated) and history per baseline.
     Device {
@@ -214,6 +232,8 @@ enum ReportCmd {
         db: DbArg,
         /// The device id (32 hex characters).
         id: String,
+        #[command(flatten)]
+        format: FormatArg,
     },
     /// Devices, a page at a time: every device, or with --baseline that baseline's devices and
     /// their state for it; narrowed by state, worst severity, OS and a search.
@@ -222,6 +242,8 @@ enum ReportCmd {
         db: DbArg,
         #[command(flatten)]
         list: compliance::ListArgs,
+        #[command(flatten)]
+        format: FormatArg,
     },
     /// The non-compliant devices of a baseline and their failing settings (with --state error,
     /// the devices in error and their error settings).
@@ -233,12 +255,28 @@ enum ReportCmd {
         /// non_compliant (the default) or error.
         #[arg(long)]
         state: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
     },
     /// Row counts of the site database.
-    Counts(DbArg),
+    Counts {
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        format: FormatArg,
+    },
     /// Terms acceptances: per user and device, the version accepted, when, and whether it is
     /// the one in force.
-    Terms(DbArg),
+    Terms {
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Prove what a device sent: check a stored report's signature over its stored signed bytes
+    /// with the device's key and compare what was signed with the rows stored. Exit status 0
+    /// when every report verifies, 1 when any differs or its signature fails.
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -377,6 +415,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Report(c) => report(c).await,
         Command::Baseline(c) => compliance::baseline(c).await,
         Command::Device(c) => compliance::device(c).await,
+        Command::Collection(c) => collections::collection(c).await,
+        Command::Deploy(a) => collections::deploy(a).await,
+        Command::Deployment(c) => collections::deployment(c).await,
         Command::Terms(c) => terms::terms(c).await,
         Command::Maintenance(c) => maintenance::maintenance(c).await,
         Command::Admin(c) => admins::admin(c).await,
@@ -807,40 +848,72 @@ fn database_url(a: &DbArg) -> Result<String, Failure> {
 
 async fn report(c: ReportCmd) -> Result<(), Failure> {
     match c {
-        ReportCmd::Compliance { db, baseline } => {
+        ReportCmd::Compliance {
+            db,
+            collection: Some(c),
+            format,
+            ..
+        } => {
+            if format.format != format::Format::Table {
+                return Err(usage(
+                    "report compliance --collection prints a table only: leave out --format",
+                ));
+            }
             let store = open_store_read_only(&db).await?;
-            compliance::report_compliance(&store, baseline.as_deref()).await
+            collections::report_collection(&store, &c).await
         }
-        ReportCmd::Device { db, id } => {
+        ReportCmd::Compliance {
+            db,
+            baseline,
+            format,
+            ..
+        } => {
             let store = open_store_read_only(&db).await?;
-            compliance::report_device(&store, &id).await
+            compliance::report_compliance(&store, baseline.as_deref(), format.format).await
         }
-        ReportCmd::Devices { db, list } => {
+        ReportCmd::Device { db, id, format } => {
             let store = open_store_read_only(&db).await?;
-            compliance::report_devices(&store, &list).await
+            compliance::report_device(&store, &id, format.format).await
+        }
+        ReportCmd::Devices { db, list, format } => {
+            let store = open_store_read_only(&db).await?;
+            compliance::report_devices(&store, &list, format.format).await
         }
         ReportCmd::Noncompliant {
             db,
             baseline,
             state,
+            format,
         } => {
             let state = crate::site::admin::compliance::failing_state(state.as_deref())
                 .map_err(|e| usage(format!("--{e}")))?;
             let store = open_store_read_only(&db).await?;
-            compliance::report_noncompliant(&store, &baseline, state).await
+            compliance::report_noncompliant(&store, &baseline, state, format.format).await
         }
-        ReportCmd::Terms(db) => {
+        ReportCmd::Terms { db, format } => {
             let store = open_store_read_only(&db).await?;
-            terms::report_terms(&store).await
+            terms::report_terms(&store, format.format).await
         }
-        ReportCmd::Counts(a) => {
-            let store = open_store_read_only(&a).await?;
+        ReportCmd::Counts { db, format } => {
+            let store = open_store_read_only(&db).await?;
             let c = store.counts().await.context("counting")?;
-            println!(
-                "devices {}\nreports {}\nsetting results {}\nterms acceptances {}\nquarantined records {}",
-                c.devices, c.reports, c.settings, c.acceptances, c.quarantined
+            print!(
+                "{}",
+                format::render(
+                    format.format,
+                    || format!(
+                        "devices {}\nreports {}\nsetting results {}\nterms acceptances {}\nquarantined records {}\n",
+                        c.devices, c.reports, c.settings, c.acceptances, c.quarantined
+                    ),
+                    || records::counts_json(&c),
+                    || records::counts_csv(&c),
+                )
             );
             Ok(())
+        }
+        ReportCmd::Verify(a) => {
+            let store = open_store_read_only(&a.db).await?;
+            verify::report_verify(&store, &a).await
         }
     }
 }

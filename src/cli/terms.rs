@@ -10,9 +10,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use super::format::{Format, render};
 use super::{
-    ConfigArg, DbArg, Failure, open_agent, open_store, open_store_read_only, tables::fmt_time,
-    usage,
+    ConfigArg, DbArg, Failure, open_agent, open_store, open_store_read_only, records,
+    tables::fmt_time, usage,
 };
 use crate::agent::run::PolicySource;
 use crate::agent::terms::{TermsStatus, check_user, login_user};
@@ -264,13 +265,21 @@ pub(super) async fn site(c: SiteCmd) -> Result<(), Failure> {
     }
 }
 
-pub(super) async fn report_terms(store: &Store) -> Result<(), Failure> {
+pub(super) async fn report_terms(store: &Store, format: Format) -> Result<(), Failure> {
     let report = store
         .terms_acceptances()
         .await
         .context("reading terms acceptances")?;
     let current = store.current_terms().await.context("reading the terms")?;
-    print!("{}", acceptance_table(&report, current.as_ref()));
+    print!(
+        "{}",
+        render(
+            format,
+            || acceptance_table(&report, current.as_ref()),
+            || records::terms_json(&report),
+            || records::terms_csv(&report),
+        )
+    );
     Ok(())
 }
 

@@ -21,8 +21,10 @@
 //!
 //! [`report`] holds the rules a report's contents follow (ids, text lengths, how many settings),
 //! which the agent, the relay, the site and the policy parser share; [`rule`] the rules a
-//! setting's observed value is judged by.
+//! setting's observed value is judged by; [`check`] a setting's evaluator and rule checked
+//! together, which the policy parser refuses bad definitions with and the agent evaluates.
 
+pub mod check;
 pub mod report;
 pub mod rule;
 

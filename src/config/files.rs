@@ -537,6 +537,9 @@ pub struct AgentFile {
     /// Set to false to never remediate on this device, whatever the policy allows.
     #[serde(default)]
     pub remediate: Option<bool>,
+    /// key=value labels the agent reports with its policy requests, for collection rules.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl Loaded<AgentFile> {
@@ -571,6 +574,15 @@ impl Loaded<AgentFile> {
         if let Some(h) = &f.hardware_id {
             o.hardware_id = h.clone();
         }
+        for (k, v) in &f.tags {
+            if k.is_empty() || k.len() > 64 || v.len() > 255 {
+                return Err(self.invalid(
+                    "tags",
+                    format!("tag {k:?}: keys are 1 to 64 bytes, values at most 255"),
+                ));
+            }
+        }
+        o.tags = f.tags.clone();
         Ok(o)
     }
 

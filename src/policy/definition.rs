@@ -29,7 +29,7 @@
 //! remediate = true                      # fix settings that allow it (never for prohibited)
 //! ```
 //!
-//! Evaluator kinds and their parameters are listed in [`crate::agent::eval`]; rule operators in
+//! Evaluator kinds and their parameters are listed in [`crate::compliance::check`]; rule operators in
 //! [`crate::compliance::rule`]. A rule's `value` is a string or a number (for `one_of`, a list).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -39,8 +39,8 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::agent::eval::{Check, DefinitionError};
 use crate::compliance::Severity;
+use crate::compliance::check::{Check, DefinitionError};
 use crate::compliance::report::{MAX_ID, is_definition_id};
 use crate::compliance::rule::{RuleError, format_mode, parse_mode};
 use crate::proto;
@@ -292,24 +292,24 @@ struct MemberToml {
 }
 
 /// Byte offsets to lines and columns, for one file.
-struct Lines<'a> {
+pub(crate) struct Lines<'a> {
     file: &'a str,
     starts: Vec<usize>,
 }
 
 impl<'a> Lines<'a> {
-    fn new(file: &'a str, text: &str) -> Self {
+    pub(crate) fn new(file: &'a str, text: &str) -> Self {
         let mut starts = vec![0];
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         Self { file, starts }
     }
 
-    fn line_col(&self, offset: usize) -> (usize, usize) {
+    pub(crate) fn line_col(&self, offset: usize) -> (usize, usize) {
         let line = self.starts.partition_point(|s| *s <= offset).max(1);
         (line, offset - self.starts[line - 1] + 1)
     }
 
-    fn error(
+    pub(crate) fn error(
         &self,
         span: Range<usize>,
         field: impl Into<String>,

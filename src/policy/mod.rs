@@ -9,6 +9,7 @@
 //! file's layout or comments. Every import that adds anything raises the policy version in the
 //! same transaction, so the site pushes the new snapshot.
 
+pub mod collection;
 pub mod definition;
 pub mod terms;
 
@@ -307,7 +308,7 @@ fn dedupe<T: PartialEq>(
     out
 }
 
-fn record<T: serde::Serialize>(
+pub(crate) fn record<T: serde::Serialize>(
     def: &T,
     id: &str,
     revision: u32,
@@ -346,9 +347,10 @@ pub async fn snapshot(store: &Store, now_ms: i64) -> Result<PolicySnapshot, Poli
     loop {
         let contents = store.policy_contents().await?;
         let current_terms = store.current_terms().await?;
+        let mut snap = build_snapshot(&contents, now_ms)?;
+        collection::add_targeting(store, &mut snap).await?;
         attempts += 1;
         if attempts >= 3 || store.policy_version().await? == contents.version {
-            let mut snap = build_snapshot(&contents, now_ms)?;
             snap.terms = current_terms.as_ref().map(terms::to_proto);
             snap.terms_accepted = store
                 .user_terms_versions()
@@ -405,6 +407,7 @@ pub fn build_snapshot(c: &PolicyContents, now_ms: i64) -> Result<PolicySnapshot,
             name: def.name,
             description: def.description,
             members,
+            deployment: None,
         });
     }
     let number = |k: &str| {
@@ -427,6 +430,7 @@ pub fn build_snapshot(c: &PolicyContents, now_ms: i64) -> Result<PolicySnapshot,
         evaluation_interval_s: number(SETTING_EVALUATION_INTERVAL),
         retention_days: c.retention_days,
         terms_accepted: Vec::new(),
+        ..Default::default()
     })
 }
 

@@ -111,9 +111,15 @@ pub(super) async fn ack(st: &RelayState, req: Request<Incoming>) -> Resp {
     }
 }
 
+/// The smallest body limit of `PUT /v1/policy`, whatever the site-facing limit.
+const MIN_POLICY_BYTES: usize = 16 * 1024 * 1024;
+
 pub(super) async fn put_policy(st: &RelayState, req: Request<Incoming>) -> Resp {
-    check_content_length(&req, &st.site_limits)?;
-    let body = read_body(req.into_body(), &st.site_limits).await?;
+    // A targeted snapshot of a large site is several MiB (1.6 MB of device ids per 100,000).
+    let mut limits = st.site_limits.clone();
+    limits.max_body_bytes = limits.max_body_bytes.max(MIN_POLICY_BYTES);
+    check_content_length(&req, &limits)?;
+    let body = read_body(req.into_body(), &limits).await?;
     let snapshot = PolicySnapshot::decode(body.clone())
         .map_err(|_| Refusal::Malformed("not a PolicySnapshot".into()))?;
     if let Some(current) = st.policy_snapshot()

@@ -1,6 +1,5 @@
 //! The agent-facing endpoints: `POST /v1/enroll`, `POST /v1/submissions`, `POST /v1/policy`.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -19,6 +18,7 @@ use crate::envelope::{self, Opened};
 use crate::ids::{DeviceId, DevicePublicKey, MessageId};
 use crate::net::Peer;
 use crate::net::server::{check_content_length, read_body};
+use crate::policy::collection::Facts;
 use crate::proto::{
     self, DeviceEnrollment, EnrollRequest, EnrollResponse, ForwardRecord, PolicyResponse,
     Submission, SubmissionReceipt, TermsAcceptance, VerifiedSubmission, forward_record,
@@ -314,13 +314,34 @@ pub(super) async fn policy(st: &RelayState, req: Request<Incoming>) -> Resp {
     st.metrics
         .policy_served
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let snapshot: Option<Arc<proto::PolicySnapshot>> = st.policy_snapshot();
-    let policy = match snapshot {
-        Some(p) if p.version == pr.known_version => None,
-        Some(p) => Some((*p).clone()),
+    let (snapshot, targeting) = st.policy_with_targeting();
+    let policy = match (snapshot, targeting) {
+        (Some(p), _) if p.version == pr.known_version => None,
+        // Targeted: only the baselines deployed to this device.
+        (Some(p), Some(t)) => {
+            let device_id = opened.device_id.hex();
+            let tags: std::collections::BTreeMap<String, String> = pr
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let facts = Facts {
+                device_id: &device_id,
+                hostname: &pr.hostname,
+                os: &pr.os,
+                agent_version: &pr.agent_version,
+                key_epoch: opened.epoch.get(),
+                last_relay: &st.relay_id,
+                // Unknown to the site: it is enrolling about now.
+                enrolled_ms: Some(st.clock.now_ms()),
+                tags: Some(&tags),
+            };
+            Some(t.for_device(&p, &facts))
+        }
+        (Some(p), None) => Some((*p).clone()),
         // No policy pushed yet: the empty snapshot, version 0.
-        None if pr.known_version == 0 => None,
-        None => Some(proto::PolicySnapshot::default()),
+        (None, _) if pr.known_version == 0 => None,
+        (None, _) => Some(proto::PolicySnapshot::default()),
     };
     let resp = PolicyResponse {
         unchanged: policy.is_none(),

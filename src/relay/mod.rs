@@ -30,6 +30,7 @@ use crate::clock::SharedClock;
 use crate::envelope::MasterKeys;
 use crate::net::Limits;
 use crate::net::server::{self, Handler, ListenerStats, Peer, ServerHandle};
+use crate::policy::collection::Targeting;
 use crate::proto::PolicySnapshot;
 use crate::spool::{Spool, SpoolConfig, SpoolError};
 use crate::wire::Refusal;
@@ -100,6 +101,8 @@ pub(crate) struct PolicyState {
     /// What agents get: the site's snapshot without its per-user terms list.
     pub snapshot: Option<Arc<PolicySnapshot>>,
     pub blocked: HashSet<String>,
+    /// For a targeted snapshot: which deployments reach which device.
+    pub targeting: Option<Arc<Targeting>>,
     /// The highest terms version each user accepted at the site.
     pub terms_accepted: HashMap<String, u32>,
 }
@@ -154,6 +157,7 @@ impl RelayState {
 
     pub fn set_policy(&self, mut snapshot: PolicySnapshot) {
         let blocked = snapshot.blocked_device_ids.iter().cloned().collect();
+        let targeting = Targeting::of(&snapshot).map(Arc::new);
         let terms_accepted = std::mem::take(&mut snapshot.terms_accepted)
             .into_iter()
             .map(|u| (u.user, u.version))
@@ -162,6 +166,7 @@ impl RelayState {
             *p = PolicyState {
                 snapshot: Some(Arc::new(snapshot)),
                 blocked,
+                targeting,
                 terms_accepted,
             };
         }
@@ -178,6 +183,14 @@ impl RelayState {
 
     pub fn policy_snapshot(&self) -> Option<Arc<PolicySnapshot>> {
         self.policy.read().ok().and_then(|p| p.snapshot.clone())
+    }
+
+    /// The snapshot and, when it is targeted, what places a device in it.
+    pub fn policy_with_targeting(&self) -> (Option<Arc<PolicySnapshot>>, Option<Arc<Targeting>>) {
+        self.policy
+            .read()
+            .map(|p| (p.snapshot.clone(), p.targeting.clone()))
+            .unwrap_or_default()
     }
 }
 

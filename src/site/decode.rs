@@ -266,6 +266,40 @@ fn add_record(wb: &mut WriteBatch, rec: &ForwardRecord, verify: bool) -> Result<
     }
 }
 
+/// The report row the writer would store for `signed` (a device's stored signed bytes), as if
+/// it arrived now through relay `relay_id` at `received_ms`: the same decode, checks and rollup
+/// as a forwarded record, without the signature check (the caller checks it and says so). The
+/// message id and device id are taken from the signed bytes, so a stored row that names others
+/// shows as a difference rather than a refusal.
+pub fn signed_report_row(
+    signed: &[u8],
+    public_key: &[u8],
+    received_ms: i64,
+    relay_id: &str,
+) -> Result<ReportRow, String> {
+    let sub = Submission::decode(signed).map_err(|e| format!("submission does not decode: {e}"))?;
+    let rec = ForwardRecord {
+        seq: 1,
+        message_id: sub.message_id.to_lowercase(),
+        received_unix_ms: received_ms,
+        record: Some(Record::Submission(proto::VerifiedSubmission {
+            device_id: sub.device_id.clone(),
+            device_public_key: public_key.to_vec(),
+            key_epoch: 0,
+            submission: signed.to_vec(),
+            signature: Vec::new(),
+        })),
+    };
+    let mut wb = WriteBatch {
+        relay_id: relay_id.into(),
+        ..Default::default()
+    };
+    add_record(&mut wb, &rec, false)?;
+    wb.reports
+        .pop()
+        .ok_or_else(|| "the signed submission is not a compliance report".to_string())
+}
+
 fn report_row(
     relay_id: &str,
     rec: &ForwardRecord,

@@ -3,7 +3,7 @@
 //! transaction committed. Delivery is at-least-once with writes idempotent on message id, so a
 //! kill at any moment neither loses nor doubles a report. It also pushes the policy to every
 //! relay ([`policy`]) and serves the admin API ([`admin`]), the web console ([`console`]) and its
-//! metrics ([`metrics`]).
+//! metrics ([`metrics`]), and re-proves what a device signed against what was stored ([`verify`]).
 //!
 //! Each relay has its own puller task, so relays are pulled and written at once. A puller
 //! fetches and decodes (signature checks included) the next batch while the database writes the
@@ -18,6 +18,7 @@ pub mod console;
 pub mod decode;
 pub mod metrics;
 pub mod policy;
+pub mod verify;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

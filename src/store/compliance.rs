@@ -564,7 +564,7 @@ for_each_backend! {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        audit::record(&mut *tx, actor, crate::store::Change {
+        audit::record(&mut *tx, actor, crate::store::AuditChange {
             action: "update",
             object: "site_setting",
             object_id: key,
@@ -599,7 +599,7 @@ for_each_backend! {
                 .bind(device_id)
                 .execute(&mut *tx)
                 .await?;
-            audit::record(&mut *tx, actor, crate::store::Change {
+            audit::record(&mut *tx, actor, crate::store::AuditChange {
                 action: if blocked { "block" } else { "unblock" },
                 object: "device",
                 object_id: device_id,

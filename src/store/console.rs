@@ -41,8 +41,8 @@ impl Store {
         Ok(trend_from_spans(first, days, &spans))
     }
 
-    /// Devices whose hostname or id contains `search` (case-insensitive; every device when
-    /// empty), by hostname, at most `limit`.
+    /// Devices whose hostname, id or a tag (`key=value`) contains `search` (case-insensitive;
+    /// every device when empty), by hostname, at most `limit`.
     pub async fn search_devices(
         &self,
         search: &str,
@@ -58,6 +58,8 @@ impl Store {
                  FROM devices d \
                  WHERE LOWER(d.hostname) LIKE LOWER($1) ESCAPE '\\' \
                     OR LOWER(d.device_id) LIKE LOWER($1) ESCAPE '\\' \
+                    OR EXISTS (SELECT 1 FROM device_tags t WHERE t.device_id = d.device_id \
+                       AND LOWER(t.tag_key || '=' || t.tag_value) LIKE LOWER($1) ESCAPE '\\') \
                  ORDER BY d.hostname, d.device_id LIMIT $2",
             )
             .bind(&pattern)

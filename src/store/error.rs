@@ -24,6 +24,10 @@ pub enum StoreError {
     /// (a mistyped name?), or one older or newer than this binary's.
     #[error("{url} {reason}")]
     Schema { url: String, reason: String },
+    /// The change names something the site does not hold, or breaks a rule of the data (an
+    /// unknown baseline or collection); nothing was changed.
+    #[error("{0}")]
+    Refused(String),
     /// Stored data violates an invariant (e.g. an unknown state name).
     #[error("corrupt data in the site database: {0}")]
     Corrupt(String),

@@ -38,7 +38,7 @@ impl Store {
         dispatch_sql!(self, s, sql => {
             let mut tx = s.begin_policy_change().await?;
             sql::update_task(&mut tx, task).await?;
-            audit::record(&mut tx, actor, crate::store::Change {
+            audit::record(&mut tx, actor, crate::store::AuditChange {
                 action: "update",
                 object: "maintenance_task",
                 object_id: &task.name,

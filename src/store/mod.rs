@@ -24,6 +24,7 @@
 //!   migrate.rs      both backends' migrations and the schema check
 //!   rows.rs         a record from a row of either backend
 //!   reads.rs        shared reads: cursors, counts, reports, devices, current state, history
+//!   collections.rs  collections, device tags, deployments, what membership is computed from
 //!   compliance.rs   definitions, policy, compliance reports
 //!   console.rs      the console's trend and device search
 //!   maintenance.rs  maintenance tasks and runs
@@ -125,6 +126,7 @@ macro_rules! for_each_backend {
 pub mod admins;
 pub mod audit;
 pub(crate) mod ceiling;
+mod collections;
 pub(crate) mod compliance;
 mod console;
 pub mod decide;
@@ -142,7 +144,11 @@ mod terms;
 pub mod types;
 
 pub use admins::{AdminCredential, Administrator, BOOTSTRAP_ADMIN, Role};
-pub use audit::{Actor, AuditEntry, AuditFilter, Change};
+pub use audit::{Actor, AuditEntry, AuditFilter, Change as AuditChange};
+pub use collections::{
+    Change, CollectionImport, CollectionSummary, DeployRequest, DeploymentRecord, DeviceFacts,
+    ImportRefusal,
+};
 pub use decide::{
     CurrentUpsert, HistoryInsert, HistoryRef, Plan, fold_devices, plan_publish, plan_transitions,
     trend_from_spans,

@@ -122,6 +122,34 @@ impl Store {
         })
     }
 
+    /// A device's stored public key (the one its reports are verified against).
+    pub async fn device_public_key(&self, device_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        read!(self, pool => {
+            Ok(sqlx::query_scalar("SELECT public_key FROM devices WHERE device_id = $1")
+                .bind(device_id)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    /// Message ids of a device's stored reports received at or after `since_ms`, oldest first.
+    pub async fn device_report_ids(
+        &self,
+        device_id: &str,
+        since_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        read!(self, pool => {
+            Ok(sqlx::query_scalar(
+                "SELECT message_id FROM compliance_reports \
+                 WHERE device_id = $1 AND received_ms >= $2 ORDER BY received_ms, report_id",
+            )
+            .bind(device_id)
+            .bind(since_ms)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
     pub async fn current(
         &self,
         device_id: &str,

@@ -186,7 +186,7 @@ pub(crate) const REPORT_COLS: &str = "message_id, device_id, baseline_id, \
      CAST(baseline_revision AS BIGINT), baseline_name, evaluated_ms, received_ms, relay_id, state, \
      max_severity, CAST(n_compliant AS BIGINT), CAST(n_non_compliant AS BIGINT), \
      CAST(n_error AS BIGINT), CAST(n_not_applicable AS BIGINT), CAST(n_unknown AS BIGINT), \
-     signature, signed_bytes";
+     signature, signed_bytes, created_ms";
 
 pub(crate) fn report_view_row(r: &impl Cols) -> Result<ReportView, StoreError> {
     Ok(ReportView {
@@ -207,6 +207,7 @@ pub(crate) fn report_view_row(r: &impl Cols) -> Result<ReportView, StoreError> {
         n_unknown: r.number(14)?,
         signature: r.col(15)?,
         signed_bytes: r.col(16)?,
+        created_ms: r.col(17)?,
     })
 }
 

@@ -61,7 +61,7 @@ impl Store {
             let out = sql::publish_terms(&mut tx, draft, new_version).await?;
             if out.action != super::PublishAction::Unchanged {
                 let id = format!("{}.{}", out.terms.version, out.terms.edition);
-                audit::record(&mut tx, actor, super::Change {
+                audit::record(&mut tx, actor, super::AuditChange {
                     action: "publish",
                     object: "terms",
                     object_id: &id,

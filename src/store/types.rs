@@ -173,6 +173,8 @@ pub struct ReportView {
     pub signature: Vec<u8>,
     #[serde(skip)]
     pub signed_bytes: Vec<u8>,
+    /// When the device made the report (its own clock, as signed).
+    pub created_ms: i64,
 }
 
 /// A stored setting result.

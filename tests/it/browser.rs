@@ -576,6 +576,51 @@ async fn after_a_demo_load_the_console_shows_the_database_and_changes_retention(
     assert_eq!(after.days_of_week, before.days_of_week);
     assert_eq!(after.time_zone, before.time_zone);
 
+    // Deployments: per deployment, the devices of its collection by state, as the database has
+    // them; the form refuses an unknown baseline and changes nothing, and deploys a known one.
+    d.goto(&format!("{base}/console/deployments")).await;
+    for o in &overview {
+        let row = format!("tr[data-deployment=\"{}@all-devices\"]", o.baseline_id);
+        let cell = |c: &str| format!("{row} td.{c}");
+        assert_eq!(d.text(&d.find(&cell("targeted")).await).await, "24");
+        assert_eq!(d.text(&d.find(&cell("not-reported")).await).await, "0");
+        assert_eq!(
+            d.text(&d.find(&cell("non-compliant")).await).await,
+            o.non_compliant.to_string()
+        );
+        assert_eq!(
+            d.text(&d.find(&cell("error")).await).await,
+            o.error.to_string()
+        );
+    }
+    let before = sys.store.deployments().await.unwrap();
+    d.type_into(&d.find("#baseline").await, "no-such-baseline")
+        .await;
+    d.click(&d.find("#deploy").await).await;
+    let err = d.text(&d.wait_find("#deploy-error").await).await;
+    assert!(err.contains("no baseline \"no-such-baseline\""), "{err}");
+    assert_eq!(sys.store.deployments().await.unwrap(), before);
+    d.type_into(&d.find("#baseline").await, "ssh-hardening")
+        .await;
+    d.type_into(&d.find("#interval").await, "4h").await;
+    d.click(&d.find("#deploy").await).await;
+    d.wait_url(&format!("{base}/console/deployments?saved=1"))
+        .await;
+    let ssh = sys.store.deployments().await.unwrap();
+    let ssh = ssh
+        .iter()
+        .find(|x| x.baseline_id == "ssh-hardening")
+        .unwrap();
+    assert_eq!((ssh.remediate, ssh.interval_s), (false, 14_400));
+    d.goto(&format!("{base}/console/collections")).await;
+    let members = d
+        .find("tr[data-collection=\"all-devices\"] td.members")
+        .await;
+    assert_eq!(d.text(&members).await, "24");
+    d.goto(&format!("{base}/console/collections/all-devices"))
+        .await;
+    assert_eq!(d.all("tr.member").await.len(), 24);
+
     // The other pages open.
     for (path, heading) in [
         ("/console/relays", "Relays"),

@@ -22,7 +22,7 @@ use crate::both_backends;
 use crate::db::TestDb;
 use crate::helpers::{TestSystem, wait_until};
 
-const BASELINE: &str = r#"
+pub(crate) const BASELINE: &str = r#"
 [[configuration_item]]
 id = "sshd"
 revision = 1
@@ -132,7 +132,7 @@ Match Address 10.0.0.0/8\n\
     PermitRootLogin yes\n";
 
 /// A device tree with known violations.
-fn tree(root: &Path) {
+pub(crate) fn tree(root: &Path) {
     let ssh = root.join("etc/ssh");
     std::fs::create_dir_all(ssh.join("sshd_config.d")).unwrap();
     std::fs::write(ssh.join("sshd_config"), SSHD).unwrap();
@@ -200,11 +200,14 @@ pub(crate) async fn start_site(sys: &mut TestSystem) {
     sys.site = Some(site);
 }
 
-async fn import(sys: &TestSystem, text: &str) -> u64 {
-    mprelay::policy::import_texts(&sys.store, &[("t.toml".to_string(), text.to_string())])
+/// Imports definitions and deploys their baselines to every device; the policy version after.
+pub(crate) async fn import(sys: &TestSystem, text: &str) -> u64 {
+    let s = mprelay::policy::import_texts(&sys.store, &[("t.toml".to_string(), text.to_string())])
+        .await
+        .unwrap();
+    mprelay::policy::collection::deploy_to_all_devices(&sys.store, &s)
         .await
         .unwrap()
-        .policy_version
 }
 
 /// Waits until the relay accepted policy `version` (or a later one) from the site; returns the
@@ -219,7 +222,7 @@ pub(crate) async fn wait_for_policy(sys: &TestSystem, version: u64) -> u64 {
     site.relays[0].policy_version.load(Ordering::Relaxed)
 }
 
-fn run_opts(root: &Path) -> RunOptions {
+pub(crate) fn run_opts(root: &Path) -> RunOptions {
     RunOptions {
         root: root.to_path_buf(),
         flush_deadline: Duration::from_secs(10),

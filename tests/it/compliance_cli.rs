@@ -250,6 +250,21 @@ async fn agent_run_evaluates_a_tree_and_the_reports_show_it() {
     let dir = workspace();
     let o = run(IMPORT, dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
+    for b in ["ssh-hardening", "kernel-network-hardening"] {
+        let o = run(
+            &[
+                "deploy",
+                b,
+                "--to",
+                "all-devices",
+                "--remediate",
+                "--config",
+                "examples/site.toml",
+            ],
+            dir.path(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
     let (_relay, line) = spawn_server(
         &["relay", "--config", "examples/relay.toml"],
         dir.path(),

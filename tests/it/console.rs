@@ -27,10 +27,12 @@ pub async fn load(sys: &TestSystem, hostnames: &[&str]) {
         .iter()
         .map(|(n, t)| (n.to_string(), t.to_string()))
         .collect();
-    let v = mprelay::policy::import_texts(&sys.store, &files)
+    let s = mprelay::policy::import_texts(&sys.store, &files)
         .await
-        .unwrap()
-        .policy_version;
+        .unwrap();
+    let v = mprelay::policy::collection::deploy_to_all_devices(&sys.store, &s)
+        .await
+        .unwrap();
     wait_for_policy(sys, v).await;
     let mut reports = 0;
     for (i, h) in hostnames.iter().enumerate() {
@@ -281,6 +283,13 @@ async fn the_console_shows_the_database_and_guards_its_forms(db: TestDb) {
     assert!(store.search_devices("_", 10).await.unwrap().is_empty());
     assert_eq!(store.search_devices("", 10).await.unwrap().len(), 3);
     assert_eq!(store.search_devices("", 2).await.unwrap().len(), 2);
+    // And by tag, `key=value` or a part of it.
+    let alpha = hits[0].device_id.clone();
+    let tags = [("env".to_string(), "prod".to_string())].into();
+    store.tag_device(&alpha, &tags, &[]).await.unwrap();
+    let by_tag = store.search_devices("env=PROD", 10).await.unwrap();
+    assert_eq!(by_tag.len(), 1);
+    assert_eq!(by_tag[0].device_id, alpha);
 
     // Relays: the relay this site pulls, with its lag.
     let (st, p) = b.page("/console/relays").await;

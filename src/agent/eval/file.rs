@@ -5,24 +5,11 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 
-use regex::Regex;
-
-use super::{DefinitionError, EvalContext, Params, Remedy, fsops};
+use super::{EvalContext, Remedy, fsops};
+use crate::compliance::check::file::{Contains, Target};
 use crate::compliance::rule::{Operator, Rule, format_mode, parse_mode};
 
-/// A file named by an absolute path of the device.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub path: String,
-}
-
 impl Target {
-    pub(crate) fn parse(p: &mut Params<'_>) -> Result<Self, DefinitionError> {
-        Ok(Self {
-            path: p.path("path")?,
-        })
-    }
-
     fn metadata(&self, ctx: &EvalContext) -> Result<Option<fs::Metadata>, String> {
         match fs::metadata(ctx.host_path(&self.path)?) {
             Ok(m) => Ok(Some(m)),
@@ -105,32 +92,7 @@ fn name_of(ctx: &EvalContext, file: &str, id: u32) -> String {
         .unwrap_or_else(|| id.to_string())
 }
 
-/// A file and a regular expression one of its lines must (or must not) match.
-#[derive(Debug, Clone)]
-pub struct Contains {
-    pub path: String,
-    pub pattern: Regex,
-}
-
 impl Contains {
-    pub(crate) fn parse(p: &mut Params<'_>) -> Result<Self, DefinitionError> {
-        let path = p.path("path")?;
-        let src = p.required("pattern")?;
-        let pattern = regex::RegexBuilder::new(src)
-            .size_limit(1 << 20)
-            .build()
-            .map_err(|e| {
-                p.bad(
-                    "pattern",
-                    format!(
-                        "{src:?} is not a valid regular expression: {}",
-                        e.to_string().lines().last().unwrap_or("").trim()
-                    ),
-                )
-            })?;
-        Ok(Self { path, pattern })
-    }
-
     /// The first matching line (trimmed); not found when no line matches or the file is missing.
     pub fn observe(&self, ctx: &EvalContext) -> Result<Option<String>, String> {
         let Some(bytes) = fsops::read_limited(&ctx.host_path(&self.path)?, &self.path)? else {

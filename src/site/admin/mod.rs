@@ -11,6 +11,7 @@
 //! handler its own). `/metrics` serves the site's metrics (token required).
 
 pub mod audit;
+pub mod collections;
 pub mod compliance;
 pub mod devices;
 pub mod maintenance;
@@ -203,6 +204,7 @@ pub fn routes() -> Router {
         .public(Method::GET, "/readyz", readyz)
         .get("/metrics", metrics);
     let r = compliance::routes(r);
+    let r = collections::routes(r);
     let r = devices::routes(r);
     let r = crate::site::console::routes(r);
     let r = maintenance::routes(r);

@@ -80,6 +80,8 @@ pub fn state_badge(state: &str) -> String {
 const NAV: &[(&str, &str)] = &[
     ("/console", "Compliance"),
     ("/console/devices", "Devices"),
+    ("/console/collections", "Collections"),
+    ("/console/deployments", "Deployments"),
     ("/console/relays", "Relays"),
     ("/console/retention", "Retention"),
     ("/console/terms", "Terms"),

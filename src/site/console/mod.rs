@@ -12,12 +12,15 @@
 //! | `/console/relays` | per relay: last pull, spool depth, lag, errors |
 //! | `/console/retention` | the retention task's settings (a form to change them) and last runs |
 //! | `/console/terms` | the terms in force and who accepted them |
+//! | `/console/collections` | every collection and its member count; `/console/collections/{id}` its members, 50 a page |
+//! | `/console/deployments` | per deployment: devices targeted, compliant, non-compliant, error, not reported yet; a form to deploy |
 //!
 //! No JavaScript and nothing from elsewhere: charts are inline SVG drawn here, the style sheet
 //! is compiled in, and the Content-Security-Policy forbids scripts. Every string from a device
 //! or a user is escaped ([`html::esc`]); every form carries the session's CSRF token.
 
 mod baseline;
+mod collections;
 mod device;
 pub mod form;
 pub mod html;
@@ -65,6 +68,22 @@ pub fn routes(r: Router) -> Router {
             retention::retention_save,
         )
         .console(Method::GET, "/console/terms", terms::terms)
+        .console(
+            Method::GET,
+            "/console/collections",
+            collections::collections,
+        )
+        .console(
+            Method::GET,
+            "/console/collections/{id}",
+            collections::collection_members,
+        )
+        .console(
+            Method::GET,
+            "/console/deployments",
+            collections::deployments,
+        )
+        .console(Method::POST, "/console/deployments", collections::deploy)
 }
 
 /// Where a console page without a session sends the browser.
