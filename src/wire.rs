@@ -61,6 +61,9 @@ pub enum Refusal {
     Conflict(String),
     /// The admin API was called without a valid bearer token (401 `unauthorized`).
     Unauthorized,
+    /// The administrator's role does not allow this route (403 `forbidden`); names the role
+    /// needed.
+    Forbidden { needed: &'static str },
     /// Something failed inside the server; details are in its log (500 `internal`).
     Internal,
 }
@@ -73,7 +76,7 @@ impl Refusal {
             UnknownKeyEpoch | DecryptFailed | BadSignature | IdentityMismatch | Unauthorized => {
                 StatusCode::UNAUTHORIZED
             }
-            DeviceBlocked | EnrollmentRefused => StatusCode::FORBIDDEN,
+            DeviceBlocked | EnrollmentRefused | Forbidden { .. } => StatusCode::FORBIDDEN,
             TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Stale | FromTheFuture => StatusCode::UNPROCESSABLE_ENTITY,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -108,6 +111,7 @@ impl Refusal {
             MethodNotAllowed => "method_not_allowed",
             Conflict(_) => "conflict",
             Unauthorized => "unauthorized",
+            Forbidden { .. } => "forbidden",
             Internal => "internal",
         }
     }
@@ -139,6 +143,7 @@ impl Refusal {
             MethodNotAllowed => "method not allowed on this endpoint".into(),
             Conflict(why) => why.clone(),
             Unauthorized => "a valid bearer token is required".into(),
+            Forbidden { needed } => format!("this needs an administrator with role {needed}"),
             Internal => "internal error; see the server log".into(),
         }
     }

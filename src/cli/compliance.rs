@@ -124,7 +124,7 @@ pub(super) async fn device(c: DeviceCmd) -> Result<(), Failure> {
     let store = open_store(&db).await?;
     let word = if blocked { "blocked" } else { "unblocked" };
     match store
-        .set_device_blocked(&id, blocked)
+        .set_device_blocked(&crate::store::Actor::cli(), &id, blocked)
         .await
         .context("updating the device")?
     {

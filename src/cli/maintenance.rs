@@ -166,7 +166,7 @@ async fn set(a: SetArgs) -> Result<(), Failure> {
         .context("reading the task's settings")?;
     let new = apply(&task, &change).map_err(|e| usage(e.to_string()))?;
     store
-        .update_maintenance_task(&new)
+        .update_maintenance_task(&crate::store::Actor::cli(), &new)
         .await
         .context("storing the task's settings")?;
     let stored = store

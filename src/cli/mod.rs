@@ -1,6 +1,7 @@
 //! The `mprelay` command line. Exit status: 0 on success, 64 for bad usage or configuration,
 //! 1 for other failures; errors go to stderr as one sentence naming the file, field or value.
 
+mod admins;
 mod collections;
 mod compliance;
 pub mod format;
@@ -74,6 +75,12 @@ enum Command {
     /// The retention task (Delete Aged Configuration Management Data): show, set, run.
     #[command(subcommand)]
     Maintenance(maintenance::MaintenanceCmd),
+    /// Named administrators of the admin API and console: add, list, disable, rotate.
+    #[command(subcommand)]
+    Admin(admins::AdminCmd),
+    /// The audit log: who changed what, when, before and after.
+    #[command(subcommand)]
+    Audit(admins::AuditCmd),
     /// Benchmarks against the targets of DESIGN section 9.
     #[command(subcommand)]
     Bench(crate::bench::BenchCmd),
@@ -413,6 +420,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Deployment(c) => collections::deployment(c).await,
         Command::Terms(c) => terms::terms(c).await,
         Command::Maintenance(c) => maintenance::maintenance(c).await,
+        Command::Admin(c) => admins::admin(c).await,
+        Command::Audit(c) => admins::audit(c).await,
         Command::Bench(c) => crate::bench::run(c).await.map_err(Failure::from),
     }
 }

@@ -104,6 +104,13 @@ pub(super) enum SiteSetCmd {
         /// An https:// URL with a host, e.g. https://example.com/privacy.
         url: String,
     },
+    /// How many days the retention task keeps the audit log (default 365), separately from
+    /// compliance data.
+    AuditRetentionDays {
+        #[command(flatten)]
+        db: DbArg,
+        days: u32,
+    },
 }
 
 /// Exit status of a portal function refused because the terms are not accepted (EX_NOPERM).
@@ -144,7 +151,7 @@ async fn publish(a: PublishArgs) -> Result<(), Failure> {
     };
     site_terms::check_draft(&draft).map_err(terms_failure)?;
     let store = open_store(&a.db).await?;
-    let p = site_terms::publish(&store, &draft, a.new_version)
+    let p = site_terms::publish(&store, &crate::store::Actor::cli(), &draft, a.new_version)
         .await
         .map_err(terms_failure)?;
     let t = &p.terms;
@@ -224,7 +231,7 @@ pub(super) async fn site(c: SiteCmd) -> Result<(), Failure> {
             let url = site_terms::check_privacy_url(&url).map_err(terms_failure)?;
             let store = open_store(&db).await?;
             let changed = store
-                .set_site_setting(SETTING_PRIVACY_URL, &url)
+                .set_site_setting(&crate::store::Actor::cli(), SETTING_PRIVACY_URL, &url)
                 .await
                 .context("storing the privacy statement URL")?;
             if changed {
@@ -235,6 +242,24 @@ pub(super) async fn site(c: SiteCmd) -> Result<(), Failure> {
             } else {
                 println!("privacy statement URL was already {url}");
             }
+            Ok(())
+        }
+        SiteCmd::Set(SiteSetCmd::AuditRetentionDays { db, days }) => {
+            if !(1..=36500).contains(&days) {
+                return Err(super::usage(format!(
+                    "audit retention days {days}: give 1 to 36500"
+                )));
+            }
+            let store = open_store(&db).await?;
+            store
+                .set_site_setting(
+                    &crate::store::Actor::cli(),
+                    crate::retention::SETTING_AUDIT_DAYS,
+                    &days.to_string(),
+                )
+                .await
+                .context("storing the audit log's retention age")?;
+            println!("the retention task keeps the audit log for {days} days");
             Ok(())
         }
     }

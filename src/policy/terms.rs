@@ -41,11 +41,12 @@ pub enum TermsError {
 /// Checks a draft, then publishes it (see [`Store::publish_terms`]).
 pub async fn publish(
     store: &Store,
+    actor: &crate::store::Actor,
     draft: &TermsDraft,
     new_version: bool,
 ) -> Result<Published, TermsError> {
     check_draft(draft)?;
-    Ok(store.publish_terms(draft, new_version).await?)
+    Ok(store.publish_terms(actor, draft, new_version).await?)
 }
 
 /// Checks each field of a draft: title, body and acceptance statement present, every field

@@ -94,6 +94,11 @@ pub enum Outcome {
     AlreadyRan { window: Window },
 }
 
+/// The site setting holding the audit log's age in days.
+pub const SETTING_AUDIT_DAYS: &str = "audit_log_retention_days";
+/// How long the audit log is kept unless set otherwise.
+pub const DEFAULT_AUDIT_DAYS: u32 = 365;
+
 /// Retention counters for the site's `/metrics`.
 #[derive(Debug, Default)]
 pub struct RetentionMetrics {
@@ -396,6 +401,11 @@ impl Retention {
                 tokio::time::sleep(pause).await;
             }
         };
+        // The audit log is kept for its own age, separately from compliance data.
+        let end = match end {
+            Ok(RunStatus::Succeeded) => self.delete_aged_audit(started_ms, &mut deleted).await,
+            other => other,
+        };
         let (status, error) = match &end {
             Ok(st) => (*st, None),
             Err(e) => (RunStatus::Failed, Some(e.to_string())),
@@ -421,6 +431,30 @@ impl Retention {
             }
         }
         self.finish(run_id).await
+    }
+
+    /// Deletes the audit entries older than the audit log's age (site setting
+    /// [`SETTING_AUDIT_DAYS`], default [`DEFAULT_AUDIT_DAYS`]).
+    async fn delete_aged_audit(
+        &self,
+        now_ms: i64,
+        deleted: &mut BTreeMap<String, u64>,
+    ) -> Result<RunStatus, StoreError> {
+        let days = self
+            .store
+            .site_setting(SETTING_AUDIT_DAYS)
+            .await?
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(DEFAULT_AUDIT_DAYS);
+        let n = self
+            .store
+            .delete_audit_before(now_ms - i64::from(days) * DAY_MS)
+            .await?;
+        if n > 0 {
+            *deleted.entry("audit_log".into()).or_default() += n;
+            self.metrics.count_rows("audit_log", n);
+        }
+        Ok(RunStatus::Succeeded)
     }
 
     async fn finish(&self, run_id: i64) -> Result<Outcome, RetentionError> {

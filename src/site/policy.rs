@@ -59,7 +59,11 @@ pub(super) async fn build_loop(
 ) {
     if let Some(s) = opts.evaluation_interval_s
         && let Err(e) = store
-            .set_site_setting(crate::policy::SETTING_EVALUATION_INTERVAL, &s.to_string())
+            .set_site_setting(
+                &crate::store::Actor::site(),
+                crate::policy::SETTING_EVALUATION_INTERVAL,
+                &s.to_string(),
+            )
             .await
     {
         warn!(error = %e, "cannot store the evaluation interval");

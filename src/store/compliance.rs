@@ -61,10 +61,16 @@ impl Store {
 
     /// Sets a site setting; raises the policy version when the value changed. Returns whether
     /// it changed.
-    pub async fn set_site_setting(&self, key: &str, value: &str) -> Result<bool, StoreError> {
+    /// A change is audited as `actor`'s in the same transaction.
+    pub async fn set_site_setting(
+        &self,
+        actor: &crate::store::Actor,
+        key: &str,
+        value: &str,
+    ) -> Result<bool, StoreError> {
         dispatch_sql!(self, s, sql => {
             let mut tx = s.begin_policy_change().await?;
-            let changed = sql::set_site_setting(&mut tx, key, value).await?;
+            let changed = sql::set_site_setting(&mut tx, actor, key, value).await?;
             tx.commit().await?;
             Ok(changed)
         })
@@ -72,14 +78,16 @@ impl Store {
 
     /// Blocks or unblocks a device; raises the policy version when that changed anything.
     /// `None` when no such device is known.
+    /// A change is audited as `actor`'s in the same transaction.
     pub async fn set_device_blocked(
         &self,
+        actor: &crate::store::Actor,
         device_id: &str,
         blocked: bool,
     ) -> Result<Option<bool>, StoreError> {
         dispatch_sql!(self, s, sql => {
             let mut tx = s.begin_policy_change().await?;
-            let changed = sql::set_device_blocked(&mut tx, device_id, blocked).await?;
+            let changed = sql::set_device_blocked(&mut tx, actor, device_id, blocked).await?;
             tx.commit().await?;
             Ok(changed)
         })
@@ -543,7 +551,11 @@ for_each_backend! {
     }
 
     pub(crate) async fn set_site_setting(
-        tx: &mut Conn, key: &str, value: &str) -> Result<bool, StoreError> {
+        tx: &mut Conn,
+        actor: &crate::store::Actor,
+        key: &str,
+        value: &str,
+    ) -> Result<bool, StoreError> {
         let now = clock::now_ms();
         let old: Option<String> =
             sqlx::query_scalar("SELECT value FROM site_settings WHERE key = $1")
@@ -562,12 +574,21 @@ for_each_backend! {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        audit::record(&mut *tx, actor, crate::store::AuditChange {
+            action: "update",
+            object: "site_setting",
+            object_id: key,
+            before: old.map(serde_json::Value::from),
+            after: Some(serde_json::Value::from(value)),
+        })
+        .await?;
         bump_policy_version(&mut *tx, now).await?;
         Ok(true)
     }
 
     pub(crate) async fn set_device_blocked(
         tx: &mut Conn,
+        actor: &crate::store::Actor,
         device_id: &str,
         blocked: bool,
     ) -> Result<Option<bool>, StoreError> {
@@ -588,6 +609,14 @@ for_each_backend! {
                 .bind(device_id)
                 .execute(&mut *tx)
                 .await?;
+            audit::record(&mut *tx, actor, crate::store::AuditChange {
+                action: if blocked { "block" } else { "unblock" },
+                object: "device",
+                object_id: device_id,
+                before: Some(serde_json::json!({ "blocked": !blocked })),
+                after: Some(serde_json::json!({ "blocked": blocked })),
+            })
+            .await?;
             bump_policy_version(&mut *tx, clock::now_ms()).await?;
         }
         Ok(Some(changed))

@@ -28,10 +28,24 @@ impl Store {
 
     /// Stores new settings for a task (the caller validated them). Raises the policy version,
     /// since the retention age travels in the policy.
-    pub async fn update_maintenance_task(&self, task: &MaintenanceTask) -> Result<(), StoreError> {
+    /// Its audit entry, by `actor`, is written in the same transaction.
+    pub async fn update_maintenance_task(
+        &self,
+        actor: &crate::store::Actor,
+        task: &MaintenanceTask,
+    ) -> Result<(), StoreError> {
+        let before = self.maintenance_task(&task.name).await?;
         dispatch_sql!(self, s, sql => {
             let mut tx = s.begin_policy_change().await?;
             sql::update_task(&mut tx, task).await?;
+            audit::record(&mut tx, actor, crate::store::AuditChange {
+                action: "update",
+                object: "maintenance_task",
+                object_id: &task.name,
+                before: serde_json::to_value(&before).ok(),
+                after: serde_json::to_value(task).ok(),
+            })
+            .await?;
             tx.commit().await?;
             Ok(())
         })

@@ -29,6 +29,8 @@
 //!   console.rs      the console's trend and device search
 //!   maintenance.rs  maintenance tasks and runs
 //!   terms.rs        terms and conditions, acceptances, site settings
+//!   admins.rs       named administrators, their roles and token hashes
+//!   audit.rs        the audit log, and `record`, which every change calls in its transaction
 //!   retention.rs    the retention task's batches and run lock
 //!   ceiling.rs      the writer benchmark's bare-insert ceiling
 //!   generate.rs     the site benchmark's generated database, set-based
@@ -70,16 +72,21 @@ macro_rules! read {
 }
 
 /// Runs `$e` on whichever backend `$self` is, with `$s` the backend's store and `$m` the module
-/// [`for_each_backend!`] compiled for that backend in the calling file.
+/// [`for_each_backend!`] compiled for that backend in the calling file, and `audit` the same
+/// backend's audit log (`audit::record` in the transaction of a change).
 macro_rules! dispatch_sql {
     ($self:ident, $s:ident, $m:ident => $e:expr) => {
         match $self {
             Store::Sqlite($s) => {
                 use self::on_sqlite as $m;
+                #[allow(unused_imports)]
+                use crate::store::audit::on_sqlite as audit;
                 $e
             }
             Store::Postgres($s) => {
                 use self::on_postgres as $m;
+                #[allow(unused_imports)]
+                use crate::store::audit::on_postgres as audit;
                 $e
             }
         }
@@ -88,8 +95,9 @@ macro_rules! dispatch_sql {
 
 /// Compiles the functions given once per backend, as `on_sqlite` (on a `SqliteConnection`) and
 /// `on_postgres` (on a `PgConnection`), each seeing the calling file's imports and `Conn` as
-/// its connection type, and `policy` as the same backend's compiled policy SQL (for
-/// `policy::bump_policy_version`): SQL both dialects agree on, written once, for work inside a
+/// its connection type, `policy` as the same backend's compiled policy SQL (for
+/// `policy::bump_policy_version`) and `audit` as its audit log (`audit::record`, which every
+/// change calls in its own transaction): SQL both dialects agree on, written once, for work inside a
 /// transaction the backend opened its own way.
 macro_rules! for_each_backend {
     ($($item:item)*) => {
@@ -98,6 +106,8 @@ macro_rules! for_each_backend {
             use super::*;
             #[allow(unused_imports)]
             use crate::store::compliance::on_sqlite as policy;
+            #[allow(unused_imports)]
+            use crate::store::audit::on_sqlite as audit;
             type Conn = sqlx::SqliteConnection;
             $($item)*
         }
@@ -106,12 +116,16 @@ macro_rules! for_each_backend {
             use super::*;
             #[allow(unused_imports)]
             use crate::store::compliance::on_postgres as policy;
+            #[allow(unused_imports)]
+            use crate::store::audit::on_postgres as audit;
             type Conn = sqlx::PgConnection;
             $($item)*
         }
     };
 }
 
+pub mod admins;
+pub mod audit;
 pub(crate) mod ceiling;
 mod collections;
 pub(crate) mod compliance;
@@ -131,6 +145,8 @@ mod sqlite;
 mod terms;
 pub mod types;
 
+pub use admins::{AdminCredential, Administrator, BOOTSTRAP_ADMIN, Role};
+pub use audit::{Actor, AuditEntry, AuditFilter, Change as AuditChange};
 pub use collections::{
     Change, CollectionImport, CollectionSummary, DeployRequest, DeploymentRecord, DeviceFacts,
     ImportRefusal,

@@ -48,14 +48,28 @@ impl Store {
 
     /// Publishes terms: the first version, a new version (`new_version`), or an edit of the
     /// current version. Raises the policy version when anything was stored.
+    /// What was stored is audited as `actor`'s in the same transaction.
     pub async fn publish_terms(
         &self,
+        actor: &super::Actor,
         draft: &TermsDraft,
         new_version: bool,
     ) -> Result<Published, StoreError> {
         dispatch_sql!(self, s, sql => {
             let mut tx = s.begin_policy_change().await?;
+            let before = sql::current_in(&mut tx).await?;
             let out = sql::publish_terms(&mut tx, draft, new_version).await?;
+            if out.action != super::PublishAction::Unchanged {
+                let id = format!("{}.{}", out.terms.version, out.terms.edition);
+                audit::record(&mut tx, actor, super::AuditChange {
+                    action: "publish",
+                    object: "terms",
+                    object_id: &id,
+                    before: before.and_then(|b| serde_json::to_value(b).ok()),
+                    after: serde_json::to_value(&out.terms).ok(),
+                })
+                .await?;
+            }
             tx.commit().await?;
             Ok(out)
         })

@@ -410,7 +410,7 @@ async fn log_in(d: &Driver, base: &str, token: &str) {
     d.click(&d.find("form.login button").await).await;
     assert_eq!(
         d.text(&d.wait_find("#login-error").await).await,
-        "That is not the admin token."
+        "That is not the token of an enabled administrator."
     );
     let field = d.find("#token").await;
     d.type_into(&field, token).await;

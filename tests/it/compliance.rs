@@ -592,7 +592,10 @@ async fn policy_versions_only_rise_across_restarts_and_reach_agents(db: TestDb) 
     .await
     .expect("the site learns the device");
     assert_eq!(
-        sys.store.set_device_blocked(&device, true).await.unwrap(),
+        sys.store
+            .set_device_blocked(&mprelay::store::Actor::cli(), &device, true)
+            .await
+            .unwrap(),
         Some(true)
     );
     let v3 = sys.store.policy_version().await.unwrap();
@@ -605,7 +608,10 @@ async fn policy_versions_only_rise_across_restarts_and_reach_agents(db: TestDb) 
     let e = agent.evaluate_round(&run_opts(&root)).await.unwrap_err();
     assert!(matches!(e, mprelay::agent::AgentError::Blocked(_)), "{e}");
     assert_eq!(
-        sys.store.set_device_blocked(&device, true).await.unwrap(),
+        sys.store
+            .set_device_blocked(&mprelay::store::Actor::cli(), &device, true)
+            .await
+            .unwrap(),
         Some(false)
     );
     assert_eq!(
@@ -614,7 +620,10 @@ async fn policy_versions_only_rise_across_restarts_and_reach_agents(db: TestDb) 
         "no change, no new version"
     );
     assert_eq!(
-        sys.store.set_device_blocked("nope", true).await.unwrap(),
+        sys.store
+            .set_device_blocked(&mprelay::store::Actor::cli(), "nope", true)
+            .await
+            .unwrap(),
         None
     );
 }
@@ -632,7 +641,10 @@ async fn the_policy_carries_the_retention_age_in_force(db: TestDb) {
     assert_eq!(task.days_of_week, vec!["sat".to_string()]);
     let before = sys.store.policy_version().await.unwrap();
     task.delete_older_than_days = 30;
-    sys.store.update_maintenance_task(&task).await.unwrap();
+    sys.store
+        .update_maintenance_task(&mprelay::store::Actor::cli(), &task)
+        .await
+        .unwrap();
     assert!(sys.store.policy_version().await.unwrap() > before);
     let snapshot = mprelay::policy::build_snapshot(&sys.store.policy_contents().await.unwrap(), 0);
     assert_eq!(snapshot.unwrap().retention_days, 30);

@@ -134,7 +134,7 @@ pub fn enc(s: &str) -> String {
 }
 
 /// The CSRF token of the page's forms.
-fn csrf_of(page: &str) -> String {
+pub fn csrf_of(page: &str) -> String {
     page.split("name=\"csrf\" value=\"")
         .nth(1)
         .and_then(|r| r.split('"').next())
@@ -168,7 +168,7 @@ async fn the_console_shows_the_database_and_guards_its_forms(db: TestDb) {
     assert!(p.contains("name=\"token\""), "{p}");
     let r = b.login("not-the-token-at-all").await;
     assert_eq!(r.status, 401);
-    assert!(body(&r).contains("That is not the admin token."));
+    assert!(body(&r).contains("That is not the token of an enabled administrator."));
     assert!(b.cookie.is_none());
     let r = b.login("").await;
     assert_eq!(r.status, 422);

@@ -6,6 +6,7 @@ mod helpers;
 mod load;
 mod procs;
 
+mod admins;
 mod bench;
 mod bench_e2e;
 mod bench_site;

@@ -141,7 +141,7 @@ pub(crate) async fn present(store: &Store, reports: &[ReportRow]) -> Vec<bool> {
 async fn set(store: &Store, change: SettingsChange) {
     let t = store.maintenance_task(DELETE_AGED_CM_DATA).await.unwrap();
     store
-        .update_maintenance_task(&apply(&t, &change).unwrap())
+        .update_maintenance_task(&mprelay::store::Actor::cli(), &apply(&t, &change).unwrap())
         .await
         .unwrap();
 }

@@ -40,11 +40,33 @@ fn not_accepted(e: AgentError) -> (u32, Option<u32>) {
 crate::both_backends!(versions_acceptances_the_report_and_the_portal_gate);
 async fn versions_acceptances_the_report_and_the_portal_gate(db: crate::db::TestDb) {
     let mut sys = crate::compliance::system_on(Some(&db.url)).await;
-    let p = publish(&sys.store, &draft("Acceptable use", "Be nice.\n"), false)
-        .await
-        .unwrap();
+    let p = publish(
+        &sys.store,
+        &mprelay::store::Actor::cli(),
+        &draft("Acceptable use", "Be nice.\n"),
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(p.action, PublishAction::First);
     assert_eq!(p.terms.version, 1);
+    // The publication is in the audit log, with what was published.
+    let audit = sys
+        .store
+        .audit_entries(&mprelay::store::AuditFilter {
+            object: Some("terms".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (audit[0].action.as_str(), audit[0].object_id.as_str()),
+        ("publish", "1.1")
+    );
+    assert_eq!(audit[0].after.as_ref().unwrap()["body"], "Be nice.\n");
+    assert!(audit[0].before.is_none());
     wait_for_policy(&sys, p.policy_version).await;
 
     // Version 1 reaches the agent with the policy; alice has not accepted it yet.
@@ -110,9 +132,14 @@ async fn versions_acceptances_the_report_and_the_portal_gate(db: crate::db::Test
     assert_eq!(r.devices_without_acceptance, 1, "{r:?}");
 
     // A typo fix: same version, acceptances stand, the fixed text reaches the agent.
-    let p = publish(&sys.store, &draft("Acceptable use", "Be kind.\n"), false)
-        .await
-        .unwrap();
+    let p = publish(
+        &sys.store,
+        &mprelay::store::Actor::cli(),
+        &draft("Acceptable use", "Be kind.\n"),
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(p.action, PublishAction::Edited);
     assert_eq!((p.terms.version, p.terms.edition), (1, 2));
     wait_for_policy(&sys, p.policy_version).await;
@@ -123,15 +150,21 @@ async fn versions_acceptances_the_report_and_the_portal_gate(db: crate::db::Test
     assert_eq!(r.current_version, Some(1));
     assert!(r.acceptances[0].latest, "an edit keeps the acceptances");
     // Publishing the same text again changes nothing, not even the policy version.
-    let again = publish(&sys.store, &draft("Acceptable use", "Be kind.\n"), false)
-        .await
-        .unwrap();
+    let again = publish(
+        &sys.store,
+        &mprelay::store::Actor::cli(),
+        &draft("Acceptable use", "Be kind.\n"),
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(again.action, PublishAction::Unchanged);
     assert_eq!(again.policy_version, p.policy_version);
 
     // Version 2: everyone must accept again.
     let p = publish(
         &sys.store,
+        &mprelay::store::Actor::cli(),
         &draft("Acceptable use", "Be kind, always.\n"),
         true,
     )
@@ -298,7 +331,10 @@ async fn the_privacy_page_follows_the_retention_task_and_links_the_statement(
         .await
         .unwrap();
     task.delete_older_than_days = 30;
-    sys.store.update_maintenance_task(&task).await.unwrap();
+    sys.store
+        .update_maintenance_task(&mprelay::store::Actor::cli(), &task)
+        .await
+        .unwrap();
     let p = page(&c).await;
     assert!(
         p.contains("older than <strong>30 days</strong> are deleted"),
@@ -306,7 +342,10 @@ async fn the_privacy_page_follows_the_retention_task_and_links_the_statement(
     );
     assert!(!p.contains("90 days"), "{p}");
     task.enabled = false;
-    sys.store.update_maintenance_task(&task).await.unwrap();
+    sys.store
+        .update_maintenance_task(&mprelay::store::Actor::cli(), &task)
+        .await
+        .unwrap();
     let p = page(&c).await;
     assert!(
         p.contains("The retention age is <strong>30 days</strong>, but")
@@ -318,7 +357,7 @@ async fn the_privacy_page_follows_the_retention_task_and_links_the_statement(
     let url = check_privacy_url("https://example.com/privacy?lang=en&v=2").unwrap();
     assert!(
         sys.store
-            .set_site_setting(SETTING_PRIVACY_URL, &url)
+            .set_site_setting(&mprelay::store::Actor::cli(), SETTING_PRIVACY_URL, &url)
             .await
             .unwrap()
     );

@@ -27,9 +27,14 @@ fn draft(body: &str) -> TermsDraft {
 crate::both_backends!(a_user_who_accepted_on_one_device_is_let_through_on_another);
 async fn a_user_who_accepted_on_one_device_is_let_through_on_another(db: crate::db::TestDb) {
     let sys = crate::compliance::system_on(Some(&db.url)).await;
-    let p = publish(&sys.store, &draft("Be nice.\n"), false)
-        .await
-        .unwrap();
+    let p = publish(
+        &sys.store,
+        &mprelay::store::Actor::cli(),
+        &draft("Be nice.\n"),
+        false,
+    )
+    .await
+    .unwrap();
     wait_for_policy(&sys, p.policy_version).await;
     let laptop = sys.agent("laptop").await;
     let desktop = sys.agent("desktop").await;
@@ -66,9 +71,14 @@ async fn a_user_who_accepted_on_one_device_is_let_through_on_another(db: crate::
     assert_eq!(devices, vec![("alice", laptop.device_id().hex())]);
 
     // A new version: the acceptance of version 1 no longer opens the portal anywhere.
-    let p = publish(&sys.store, &draft("Be kind.\n"), true)
-        .await
-        .unwrap();
+    let p = publish(
+        &sys.store,
+        &mprelay::store::Actor::cli(),
+        &draft("Be kind.\n"),
+        true,
+    )
+    .await
+    .unwrap();
     wait_for_policy(&sys, p.policy_version).await;
     for agent in [&laptop, &desktop] {
         match agent.portal_policy("alice").await {

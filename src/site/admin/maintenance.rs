@@ -69,7 +69,10 @@ async fn set(ctx: Ctx) -> Reply {
         .map_err(internal)?;
     let new = apply(&task, &change).map_err(|e| Refusal::Malformed(e.to_string()))?;
     r.store
-        .update_maintenance_task(&new)
+        .update_maintenance_task(
+            &ctx.actor.clone().unwrap_or_else(crate::store::Actor::site),
+            &new,
+        )
         .await
         .map_err(internal)?;
     let stored = r

@@ -10,6 +10,7 @@
 //! by logging in with the token ([`session`] keeps the sessions; the [`router`] hands each
 //! handler its own). `/metrics` serves the site's metrics (token required).
 
+pub mod audit;
 pub mod collections;
 pub mod compliance;
 pub mod devices;
@@ -33,11 +34,11 @@ use subtle::ConstantTimeEq;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug, error, info_span, warn};
 
 use crate::net::Limits;
 use crate::net::server::{self, Handler, Peer, ServerHandle, read_body};
-use crate::store::Store;
+use crate::store::{Actor, AdminCredential, Administrator, BOOTSTRAP_ADMIN, Store, StoreError};
 use crate::wire::Refusal;
 use router::{Ctx, Found, Router, parse_query};
 
@@ -97,6 +98,11 @@ impl AdminToken {
         Ok(Self::new(token))
     }
 
+    /// The token's SHA-256, as the administrators table keeps tokens.
+    pub fn sha256(&self) -> [u8; 32] {
+        *self.0
+    }
+
     /// Whether `presented` is the token, in constant time.
     pub fn matches(&self, presented: &str) -> bool {
         let d = digest::digest(&digest::SHA256, presented.as_bytes());
@@ -124,14 +130,57 @@ pub struct AdminState {
     /// Runs the retention task on request, with the site's clock and metrics.
     pub retention: crate::retention::Retention,
     token: AdminToken,
+    /// Set once the bootstrap token was made the first administrator (or one existed).
+    bootstrapped: tokio::sync::OnceCell<()>,
     limits: Limits,
 }
 
 impl AdminState {
-    /// Whether `presented` is the admin token (the console's login form).
-    pub fn is_token(&self, presented: &str) -> bool {
-        self.token.matches(presented)
+    /// The enabled administrator whose token `presented` is (the console's login form and the
+    /// bearer check); `None` for no match, a disabled administrator, or a database failure.
+    pub async fn administrator(&self, presented: &str) -> Option<Administrator> {
+        let creds = self.credentials().await.ok()?;
+        match find_token(&creds, presented) {
+            Some(a) if a.disabled_ms.is_none() => Some(a),
+            Some(a) => {
+                warn!(admin = %a.name, "refused: the administrator is disabled");
+                None
+            }
+            None => None,
+        }
     }
+
+    /// Every administrator with its token hash; on first use, makes the site's bootstrap token
+    /// the first administrator if there is none (a site upgraded from the single token).
+    async fn credentials(&self) -> Result<Vec<AdminCredential>, ()> {
+        let fail = |e: StoreError| error!(error = %e, "cannot read the administrators");
+        self.bootstrapped
+            .get_or_try_init(|| async {
+                if self.store.bootstrap_admin(&self.token.sha256()).await? {
+                    tracing::info!(
+                        admin = BOOTSTRAP_ADMIN,
+                        "the bootstrap token is now administrator admin (role full)"
+                    );
+                }
+                Ok::<(), StoreError>(())
+            })
+            .await
+            .map_err(fail)?;
+        self.store.admin_credentials().await.map_err(fail)
+    }
+}
+
+/// The administrator whose token hash matches `presented`: every hash is compared, in constant
+/// time, whatever matches first.
+fn find_token(creds: &[AdminCredential], presented: &str) -> Option<Administrator> {
+    let d = digest::digest(&digest::SHA256, presented.as_bytes());
+    let mut found = None;
+    for c in creds {
+        if bool::from(c.token_sha256.as_slice().ct_eq(d.as_ref())) {
+            found = Some(c.admin.clone());
+        }
+    }
+    found
 }
 
 /// What the admin listener shows of the running site server.
@@ -159,6 +208,7 @@ pub fn routes() -> Router {
     let r = devices::routes(r);
     let r = crate::site::console::routes(r);
     let r = maintenance::routes(r);
+    let r = audit::routes(r);
     terms::routes(r)
 }
 
@@ -220,6 +270,7 @@ pub fn start(
         sessions: Default::default(),
         retention,
         token: opts.token,
+        bootstrapped: Default::default(),
         limits: opts.limits.clone(),
     });
     let api = AdminApi(Arc::new((routes(), state)));
@@ -245,29 +296,75 @@ impl Handler for AdminApi {
 impl AdminApi {
     async fn serve(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let (router, state) = (&self.0.0, &self.0.1);
-        let (handler, params, public, console) = match router.find(req.method(), req.uri().path()) {
-            Found::Route {
-                handler,
-                params,
-                public,
-                console,
-            } => (handler, params, public, console),
-            Found::MethodNotAllowed => return Refusal::MethodNotAllowed.into_json_response(),
-            Found::NotFound => return Refusal::NotFound.into_json_response(),
-        };
-        let session = if console || public {
+        let (handler, params, public, console, role) =
+            match router.find(req.method(), req.uri().path()) {
+                Found::Route {
+                    handler,
+                    params,
+                    public,
+                    console,
+                    role,
+                } => (handler, params, public, console, role),
+                Found::MethodNotAllowed => return Refusal::MethodNotAllowed.into_json_response(),
+                Found::NotFound => return Refusal::NotFound.into_json_response(),
+            };
+        let mut session = if console || public {
             state.sessions.from_headers(req.headers())
         } else {
             None
         };
-        if !public && !authorized(&req, &state.token) {
-            if console && session.is_some() {
-                // A console page with a valid session cookie.
-            } else if console {
-                return crate::site::console::to_login();
-            } else {
-                debug!("refused: no valid bearer token");
-                return Refusal::Unauthorized.into_json_response();
+        let mut actor = None;
+        if !public {
+            let Ok(creds) = state.credentials().await else {
+                return Refusal::Internal.into_json_response();
+            };
+            let found = match bearer(&req) {
+                Some(t) => find_token(&creds, t).map(|a| (a, "api")),
+                None if console => session.as_ref().and_then(|s| {
+                    creds
+                        .iter()
+                        .find(|c| c.admin.name == s.admin)
+                        .map(|c| (c.admin.clone(), "console"))
+                }),
+                None => None,
+            };
+            let path = req.uri().path();
+            match found {
+                None if console && bearer(&req).is_none() => {
+                    return crate::site::console::to_login();
+                }
+                None => {
+                    debug!("refused: no valid bearer token");
+                    return Refusal::Unauthorized.into_json_response();
+                }
+                Some((a, via)) if a.disabled_ms.is_some() => {
+                    warn!(admin = %a.name, via, path, "refused: the administrator is disabled");
+                    if let Some(s) = session.take() {
+                        state.sessions.remove(&s);
+                    }
+                    if console && via == "console" {
+                        return crate::site::console::to_login();
+                    }
+                    return Refusal::Unauthorized.into_json_response();
+                }
+                Some((a, via)) if a.role < role => {
+                    warn!(
+                        admin = %a.name, via, role = %a.role, needed = %role,
+                        method = %req.method(), path,
+                        "refused: the administrator's role does not allow this"
+                    );
+                    return Refusal::Forbidden {
+                        needed: role.as_str(),
+                    }
+                    .into_json_response();
+                }
+                Some((a, via)) => {
+                    actor = Some(if via == "console" {
+                        Actor::console(&a.name)
+                    } else {
+                        Actor::api(&a.name)
+                    });
+                }
             }
         }
         let query = parse_query(req.uri().query());
@@ -289,6 +386,7 @@ impl AdminApi {
             body,
             peer,
             session,
+            actor,
         };
         // On a task of its own: a client that drops its connection must not cancel a database
         // write half-way (a cancelled sqlx query can return its connection in a bad state).
@@ -303,18 +401,13 @@ impl AdminApi {
     }
 }
 
-fn authorized(req: &Request<Incoming>, token: &AdminToken) -> bool {
-    let Some(v) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
+/// The bearer token a request carries.
+fn bearer(req: &Request<Incoming>) -> Option<&str> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let mut parts = v.trim().splitn(2, ' ');
     match (parts.next(), parts.next()) {
-        (Some(scheme), Some(t)) if scheme.eq_ignore_ascii_case("bearer") => token.matches(t.trim()),
-        _ => false,
+        (Some(scheme), Some(t)) if scheme.eq_ignore_ascii_case("bearer") => Some(t.trim()),
+        _ => None,
     }
 }
 

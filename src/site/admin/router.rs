@@ -12,7 +12,64 @@ use http::{Method, Response};
 use http_body_util::Full;
 
 use super::AdminState;
+use crate::store::Role;
 use crate::wire::Refusal;
+
+/// The role each route needs: the one table the admin API and the console check every request
+/// against ([`role_of`]). A route that is neither public nor listed needs `full` (closed by
+/// default); a test checks that every registered route is listed.
+pub const ROUTE_ROLES: &[(&str, &str, Role)] = &[
+    ("GET", "/metrics", Role::Read),
+    ("GET", "/api/v1/compliance/baselines", Role::Read),
+    ("GET", "/api/v1/compliance/baselines/{id}", Role::Read),
+    (
+        "GET",
+        "/api/v1/compliance/baselines/{id}/devices",
+        Role::Read,
+    ),
+    ("GET", "/api/v1/compliance/devices/{id}", Role::Read),
+    ("GET", "/api/v1/compliance/noncompliant", Role::Read),
+    ("GET", "/api/v1/devices", Role::Read),
+    ("GET", "/api/v1/terms", Role::Read),
+    ("GET", "/api/v1/terms/acceptances", Role::Read),
+    ("GET", "/api/v1/maintenance", Role::Read),
+    ("GET", "/api/v1/maintenance/runs", Role::Read),
+    ("PUT", "/api/v1/maintenance", Role::Full),
+    ("POST", "/api/v1/maintenance/run", Role::Full),
+    ("GET", "/api/v1/audit", Role::Read),
+    ("GET", "/api/v1/collections", Role::Read),
+    ("POST", "/api/v1/collections", Role::Compliance),
+    ("GET", "/api/v1/collections/{id}/members", Role::Read),
+    ("PUT", "/api/v1/collections/{id}/members", Role::Compliance),
+    ("POST", "/api/v1/collections/{id}/members", Role::Compliance),
+    ("GET", "/api/v1/deployments", Role::Read),
+    ("POST", "/api/v1/deployments", Role::Compliance),
+    ("POST", "/console/logout", Role::Read),
+    ("GET", "/console", Role::Read),
+    ("GET", "/console/baselines/{id}", Role::Read),
+    ("GET", "/console/baselines/{id}/devices", Role::Read),
+    ("GET", "/console/devices", Role::Read),
+    ("GET", "/console/devices/{id}", Role::Read),
+    ("GET", "/console/relays", Role::Read),
+    ("GET", "/console/retention", Role::Read),
+    ("POST", "/console/retention", Role::Full),
+    ("GET", "/console/terms", Role::Read),
+    ("GET", "/console/audit", Role::Read),
+    ("GET", "/console/collections", Role::Read),
+    ("POST", "/console/collections", Role::Compliance),
+    ("GET", "/console/collections/{id}", Role::Read),
+    ("POST", "/console/collections/{id}", Role::Compliance),
+    ("GET", "/console/deployments", Role::Read),
+    ("POST", "/console/deployments", Role::Compliance),
+];
+
+/// The role a route needs, from [`ROUTE_ROLES`]; `full` for a route the table does not name.
+pub fn role_of(method: &Method, pattern: &str) -> Role {
+    ROUTE_ROLES
+        .iter()
+        .find(|(m, p, _)| *m == method.as_str() && *p == pattern)
+        .map_or(Role::Full, |(_, _, r)| *r)
+}
 
 /// What a handler answers: a response, or a refusal rendered as JSON `{code, message}`.
 pub type Reply = Result<Response<Full<Bytes>>, Refusal>;
@@ -32,6 +89,9 @@ pub struct Ctx {
     pub peer: std::net::SocketAddr,
     /// The console session the request came with, if any (console routes only).
     pub session: Option<Arc<super::session::Session>>,
+    /// Who the request acts as (for the audit log): the administrator and the interface;
+    /// `None` on public routes.
+    pub actor: Option<crate::store::Actor>,
 }
 
 impl Ctx {
@@ -49,6 +109,7 @@ enum Segment {
 
 struct Route {
     method: Method,
+    pattern: &'static str,
     segments: Vec<Segment>,
     handler: Handler,
     /// Served without the bearer token (health checks).
@@ -64,6 +125,8 @@ pub enum Found<'a> {
         params: HashMap<String, String>,
         public: bool,
         console: bool,
+        /// The role it needs ([`role_of`]).
+        role: Role,
     },
     /// The path exists with other methods.
     MethodNotAllowed,
@@ -137,12 +200,21 @@ impl Router {
             .collect();
         self.routes.push(Route {
             method,
+            pattern,
             segments,
             handler: Arc::new(move |ctx| Box::pin(f(ctx))),
             public,
             console: false,
         });
         self
+    }
+
+    /// Every route that needs a token or session: method, pattern.
+    pub fn protected(&self) -> impl Iterator<Item = (&Method, &'static str)> {
+        self.routes
+            .iter()
+            .filter(|r| !r.public)
+            .map(|r| (&r.method, r.pattern))
     }
 
     pub fn find(&self, method: &Method, path: &str) -> Found<'_> {
@@ -161,6 +233,7 @@ impl Router {
                 params,
                 public: r.public,
                 console: r.console,
+                role: role_of(&r.method, r.pattern),
             };
         }
         if path_matched {
@@ -265,6 +338,22 @@ mod tests {
             r.find(&Method::GET, "/api/v1/things/%zz"),
             Found::NotFound
         ));
+    }
+
+    #[test]
+    fn every_protected_route_has_its_role_in_the_table() {
+        let r = super::super::routes();
+        for (m, p) in r.protected() {
+            assert!(
+                ROUTE_ROLES
+                    .iter()
+                    .any(|(tm, tp, _)| *tm == m.as_str() && *tp == p),
+                "{m} {p} is not in ROUTE_ROLES"
+            );
+        }
+        assert_eq!(role_of(&Method::DELETE, "/api/v1/unknown"), Role::Full);
+        assert_eq!(role_of(&Method::PUT, "/api/v1/maintenance"), Role::Full);
+        assert_eq!(role_of(&Method::GET, "/console"), Role::Read);
     }
 
     #[test]

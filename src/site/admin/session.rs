@@ -1,4 +1,4 @@
-//! Console sessions: a login with the admin token makes a random session id, sent as a
+//! Console sessions: a login with an administrator's token makes a random session id, sent as a
 //! `Secure; HttpOnly; SameSite=Strict` cookie; only its SHA-256 is kept. Each session has a
 //! CSRF token that every console form carries in a hidden field.
 
@@ -23,6 +23,9 @@ const MAX_SESSIONS: usize = 1024;
 pub struct Session {
     /// Carried by every form of this session.
     pub csrf: String,
+    /// The administrator who logged in (checked again against the site database on every
+    /// request, so disabling an administrator ends its sessions).
+    pub admin: String,
     key: [u8; 32],
     expires: Instant,
 }
@@ -75,11 +78,12 @@ pub struct Sessions(
 
 impl Sessions {
     /// A new session; returns the cookie value to send.
-    pub fn create(&self) -> (String, Arc<Session>) {
+    pub fn create(&self, admin: &str) -> (String, Arc<Session>) {
         let id = hex::encode(rand::random::<[u8; 32]>());
         let key = hash(&id);
         let s = Arc::new(Session {
             csrf: hex::encode(rand::random::<[u8; 16]>()),
+            admin: admin.to_string(),
             key,
             expires: Instant::now() + LIFETIME,
         });
@@ -261,7 +265,7 @@ mod tests {
     #[test]
     fn a_cookie_finds_its_session_until_logout() {
         let sessions = Sessions::default();
-        let (id, s) = sessions.create();
+        let (id, s) = sessions.create("admin");
         let mut h = HeaderMap::new();
         h.insert(
             http::header::COOKIE,

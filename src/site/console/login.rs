@@ -61,16 +61,16 @@ pub(super) async fn login(ctx: Ctx) -> Reply {
             )),
         ));
     }
-    if !ctx.state.is_token(token) {
+    let Some(admin) = ctx.state.administrator(token).await else {
         ctx.state.sessions.login_failed(client, now);
         warn!(peer = %ctx.peer.ip(), "console login refused: wrong token");
         return Ok(html_response(
             StatusCode::UNAUTHORIZED,
-            login_form(Some("That is not the admin token.")),
+            login_form(Some("That is not the token of an enabled administrator.")),
         ));
-    }
-    let (id, _) = ctx.state.sessions.create();
-    info!("console login");
+    };
+    let (id, _) = ctx.state.sessions.create(&admin.name);
+    info!(admin = %admin.name, "console login");
     Ok(redirect("/console", Some(session::set_cookie(&id))))
 }
 

@@ -42,7 +42,13 @@ pub(super) async fn retention_save(ctx: Ctx) -> Reply {
     let form = RetentionForm::from_pairs(&pairs);
     match form.check(&current) {
         Ok(task) => {
-            if let Err(e) = store.update_maintenance_task(&task).await {
+            if let Err(e) = store
+                .update_maintenance_task(
+                    &ctx.actor.clone().unwrap_or_else(crate::store::Actor::site),
+                    &task,
+                )
+                .await
+            {
                 return Ok(db_failed(&ctx, e));
             }
             ctx.state.policy_changed.notify_one();

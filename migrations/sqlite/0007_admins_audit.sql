@@ -1,0 +1,35 @@
+-- Named administrators and the audit log.
+-- An administrator's token is never stored: only its SHA-256 (the token is 256 random bits).
+-- role is 'read', 'compliance' or 'full'; disabled_ms is set once an administrator is disabled.
+-- Times are Unix milliseconds (UTC).
+
+CREATE TABLE administrators (
+    name          TEXT PRIMARY KEY,
+    role          TEXT NOT NULL CHECK (role IN ('read', 'compliance', 'full')),
+    token_sha256  BLOB NOT NULL UNIQUE,
+    created_ms    INTEGER NOT NULL,
+    rotated_ms    INTEGER NOT NULL,
+    disabled_ms   INTEGER
+);
+
+-- Every change made through the CLI, the API or the console, written in the transaction of the
+-- change. who: an administrator's name, or 'cli:OSUSER' for a command on the site host; via:
+-- 'cli', 'api' or 'console'; before/after: JSON of the object's values (NULL where there was
+-- none). Rows are never updated; only the retention task deletes them, by age.
+CREATE TABLE audit_log (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms      INTEGER NOT NULL,
+    who        TEXT NOT NULL,
+    via        TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    object     TEXT NOT NULL,
+    object_id  TEXT NOT NULL,
+    before     TEXT,
+    after      TEXT
+);
+CREATE INDEX audit_log_at ON audit_log (at_ms);
+
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'the audit log cannot be edited');
+END;
