@@ -326,9 +326,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     let mut imported = crate::policy::import_texts(&store, &files)
         .await
         .context("importing the example baselines")?;
-    imported.policy_version = crate::policy::collection::deploy_to_all_devices(&store, &imported)
-        .await
-        .context("deploying the example baselines")?;
+    imported.policy_version = crate::policy::collection::deploy_to_all_devices(
+        &store,
+        &crate::store::Actor::cli(),
+        &imported,
+    )
+    .await
+    .context("deploying the example baselines")?;
     let mut site_opts = lb.site_options(
         store.clone(),
         &[&relay],

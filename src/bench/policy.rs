@@ -20,6 +20,7 @@ use super::harness::{percentile, round};
 use crate::clock;
 use crate::policy::collection::{Facts, Membership, SiteMembership, Targeting};
 use crate::proto::{PolicyResponse, PolicySnapshot};
+use crate::store::Actor;
 use crate::store::{
     DeployRequest, DeviceDetails, DeviceUpsert, Store, WriteBatch, postgres::redact_url,
 };
@@ -128,7 +129,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             ROLES[(i / 100) % ROLES.len()].to_string(),
         )]
         .into();
-        store.tag_device(&device_id(i), &tags, &[]).await?;
+        store
+            .tag_device(&Actor::cli(), &device_id(i), &tags, &[])
+            .await?;
     }
     eprintln!(
         "importing {} baselines and {} collections…",
@@ -168,16 +171,23 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             "[[collection]]\nid = \"c-{c}\"\nrevision = 1\nname = \"Collection {c}\"\n{include}{rules}"
         ));
     }
-    crate::policy::collection::import_collection_texts(&store, &[("c.toml".into(), collections)])
-        .await?;
+    crate::policy::collection::import_collection_texts(
+        &store,
+        &Actor::cli(),
+        &[("c.toml".into(), collections)],
+    )
+    .await?;
     for d in 0..a.deployments {
         store
-            .deploy(&DeployRequest {
-                baseline_id: format!("b-{}", d % a.baselines),
-                collection_id: format!("c-{}", (d * 7) % a.collections),
-                remediate: d % 2 == 0,
-                interval_s: 3600 * (1 + (d % 4) as u32),
-            })
+            .deploy(
+                &Actor::cli(),
+                &DeployRequest {
+                    baseline_id: format!("b-{}", d % a.baselines),
+                    collection_id: format!("c-{}", (d * 7) % a.collections),
+                    remediate: d % 2 == 0,
+                    interval_s: 3600 * (1 + (d % 4) as u32),
+                },
+            )
             .await?;
     }
 

@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use super::{DbArg, Failure, open_store, open_store_read_only, tables, usage};
 use crate::policy::PolicyError;
 use crate::policy::collection::{self, SiteMembership};
+use crate::store::Actor;
 use crate::store::{Change, DeployRequest, Store, StoreError};
 
 #[derive(Debug, Subcommand)]
@@ -86,7 +87,7 @@ pub(super) async fn collection(c: CollectionCmd) -> Result<(), Failure> {
     match c {
         CollectionCmd::Import { db, files } => {
             let store = open_store(&db).await?;
-            match collection::import_collection_files(&store, &files).await {
+            match collection::import_collection_files(&store, &Actor::cli(), &files).await {
                 Ok(r) => {
                     for (id, rev) in &r.added {
                         println!("added collection {id} revision {rev}");
@@ -213,7 +214,7 @@ pub(super) async fn tag(
     }
     let store = open_store(&db).await?;
     match store
-        .tag_device(&id, &set, &remove)
+        .tag_device(&Actor::cli(), &id, &set, &remove)
         .await
         .context("tagging the device")?
     {
@@ -256,7 +257,7 @@ pub(super) async fn deploy(a: DeployArgs) -> Result<(), Failure> {
         remediate: a.remediate,
         interval_s,
     };
-    let change = store.deploy(&req).await.map_err(refused)?;
+    let change = store.deploy(&Actor::cli(), &req).await.map_err(refused)?;
     let word = match change {
         Change::Created => "deployed",
         Change::Updated => "deployment updated",
@@ -298,7 +299,7 @@ pub(super) async fn deployment(c: DeploymentCmd) -> Result<(), Failure> {
     };
     let store = open_store(&db).await?;
     match store
-        .set_deployment_enabled(baseline, coll, enabled)
+        .set_deployment_enabled(&Actor::cli(), baseline, coll, enabled)
         .await
         .context("updating the deployment")?
     {

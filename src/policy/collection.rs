@@ -812,6 +812,7 @@ pub fn parse_interval(v: &str) -> Result<u32, String> {
 /// inclusion of an unknown collection or a cycle.
 pub async fn import_collection_files(
     store: &Store,
+    actor: &crate::store::Actor,
     paths: &[PathBuf],
 ) -> Result<CollectionImport, PolicyError> {
     let mut files = Vec::with_capacity(paths.len());
@@ -822,12 +823,13 @@ pub async fn import_collection_files(
         })?;
         files.push((p.display().to_string(), text));
     }
-    import_collection_texts(store, &files).await
+    import_collection_texts(store, actor, &files).await
 }
 
 /// Checks and imports collections given as `(file name, text)`.
 pub async fn import_collection_texts(
     store: &Store,
+    actor: &crate::store::Actor,
     files: &[(String, String)],
 ) -> Result<CollectionImport, PolicyError> {
     let mut errors = Vec::new();
@@ -863,7 +865,7 @@ pub async fn import_collection_texts(
         let defs = decode_all(latest).map_err(|e| e.to_string())?;
         include_order(&defs).map(|_| ())
     };
-    match store.import_collections(&records, check).await? {
+    match store.import_collections(actor, &records, check).await? {
         Ok(out) => Ok(out),
         Err(ImportRefusal::Issues(issues)) => Err(PolicyError::Invalid(
             issues
@@ -974,6 +976,7 @@ pub async fn add_targeting(
 /// remediation, as the demo does; returns the policy version after it.
 pub async fn deploy_to_all_devices(
     store: &Store,
+    actor: &crate::store::Actor,
     imported: &super::ImportSummary,
 ) -> Result<u64, PolicyError> {
     let ids: BTreeSet<&str> = imported
@@ -985,12 +988,15 @@ pub async fn deploy_to_all_devices(
         .collect();
     for id in ids {
         store
-            .deploy(&crate::store::DeployRequest {
-                baseline_id: id.into(),
-                collection_id: ALL_DEVICES.into(),
-                remediate: true,
-                interval_s: 0,
-            })
+            .deploy(
+                actor,
+                &crate::store::DeployRequest {
+                    baseline_id: id.into(),
+                    collection_id: ALL_DEVICES.into(),
+                    remediate: true,
+                    interval_s: 0,
+                },
+            )
             .await?;
     }
     Ok(store.policy_version().await?)

@@ -98,12 +98,13 @@ impl Store {
     /// anything was added.
     pub async fn import_collections(
         &self,
+        actor: &crate::store::Actor,
         defs: &[DefinitionRecord],
         check: impl Fn(&BTreeMap<String, String>) -> Result<(), String>,
     ) -> Result<Result<CollectionImport, ImportRefusal>, StoreError> {
         dispatch_sql!(self, s, sql => {
             let mut tx = s.begin_policy_change().await?;
-            let out = sql::import_collections(&mut tx, defs, &check).await?;
+            let out = sql::import_collections(&mut tx, actor, defs, &check).await?;
             if out.is_ok() {
                 tx.commit().await?;
             }
@@ -210,13 +211,14 @@ impl Store {
     /// that changed anything. `None` when no such device is known.
     pub async fn tag_device(
         &self,
+        actor: &crate::store::Actor,
         device_id: &str,
         set: &BTreeMap<String, String>,
         remove: &[String],
     ) -> Result<Option<bool>, StoreError> {
         dispatch_sql!(self, s, sql => {
             let mut tx = s.begin_policy_change().await?;
-            let out = sql::tag_device(&mut tx, device_id, set, remove).await?;
+            let out = sql::tag_device(&mut tx, actor, device_id, set, remove).await?;
             tx.commit().await?;
             Ok(out)
         })
@@ -224,10 +226,14 @@ impl Store {
 
     /// Deploys the baseline to the collection, or changes the deployment's settings (and
     /// enables it again); refused when either is unknown.
-    pub async fn deploy(&self, req: &DeployRequest) -> Result<Change, StoreError> {
+    pub async fn deploy(
+        &self,
+        actor: &crate::store::Actor,
+        req: &DeployRequest,
+    ) -> Result<Change, StoreError> {
         dispatch_sql!(self, s, sql => {
             let mut tx = s.begin_policy_change().await?;
-            let out = sql::deploy(&mut tx, req).await?;
+            let out = sql::deploy(&mut tx, actor, req).await?;
             tx.commit().await?;
             Ok(out)
         })
@@ -236,13 +242,20 @@ impl Store {
     /// Enables or disables a deployment; `None` when there is no such deployment.
     pub async fn set_deployment_enabled(
         &self,
+        actor: &crate::store::Actor,
         baseline_id: &str,
         collection_id: &str,
         enabled: bool,
     ) -> Result<Option<Change>, StoreError> {
         dispatch_sql!(self, s, sql => {
             let mut tx = s.begin_policy_change().await?;
-            let out = sql::set_deployment_enabled(&mut tx, baseline_id, collection_id, enabled)
+            let out = sql::set_deployment_enabled(
+                &mut tx,
+                actor,
+                baseline_id,
+                collection_id,
+                enabled,
+            )
                 .await?;
             tx.commit().await?;
             Ok(out)
@@ -302,6 +315,7 @@ for_each_backend! {
 
     pub(crate) async fn import_collections(
         tx: &mut Conn,
+        actor: &crate::store::Actor,
         defs: &[DefinitionRecord],
         check: &ImportCheck<'_>,
     ) -> Result<Result<CollectionImport, ImportRefusal>, StoreError> {
@@ -371,6 +385,17 @@ for_each_backend! {
         if let Err(e) = check(&latest) {
             return Ok(Err(ImportRefusal::Check(e)));
         }
+        for (id, revision) in &out.added {
+            let after: Option<serde_json::Value> = latest.get(id).and_then(|j| serde_json::from_str(j).ok());
+            audit::record(&mut *tx, actor, crate::store::AuditChange {
+                action: "import",
+                object: "collection",
+                object_id: id,
+                before: None,
+                after: Some(serde_json::json!({ "revision": revision, "definition": after })),
+            })
+            .await?;
+        }
         out.policy_version = if out.added.is_empty() {
             sqlx::query_scalar::<_, i64>("SELECT version FROM policy_state WHERE singleton = 1")
                 .fetch_one(&mut *tx)
@@ -383,6 +408,7 @@ for_each_backend! {
 
     pub(crate) async fn tag_device(
         tx: &mut Conn,
+        actor: &crate::store::Actor,
         device_id: &str,
         set: &BTreeMap<String, String>,
         remove: &[String],
@@ -395,6 +421,7 @@ for_each_backend! {
         if known.is_none() {
             return Ok(None);
         }
+        let before = tags_of(&mut *tx, device_id).await?;
         let now = clock::now_ms();
         let mut changed = false;
         for k in remove {
@@ -423,12 +450,39 @@ for_each_backend! {
             changed |= n > 0;
         }
         if changed {
+            let after = tags_of(&mut *tx, device_id).await?;
+            audit::record(&mut *tx, actor, crate::store::AuditChange {
+                action: "tag",
+                object: "device",
+                object_id: device_id,
+                before: Some(serde_json::json!(before)),
+                after: Some(serde_json::json!(after)),
+            })
+            .await?;
             policy::bump_policy_version(&mut *tx, now).await?;
         }
         Ok(Some(changed))
     }
 
-    pub(crate) async fn deploy(tx: &mut Conn, req: &DeployRequest) -> Result<Change, StoreError> {
+    /// A device's tags, for the audit log's before and after.
+    async fn tags_of(
+        tx: &mut Conn,
+        device_id: &str,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT tag_key, tag_value FROM device_tags WHERE device_id = $1",
+        )
+        .bind(device_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    pub(crate) async fn deploy(
+        tx: &mut Conn,
+        actor: &crate::store::Actor,
+        req: &DeployRequest,
+    ) -> Result<Change, StoreError> {
         let baseline: Option<i64> =
             sqlx::query_scalar("SELECT MAX(revision) FROM baselines WHERE baseline_id = $1")
                 .bind(&req.baseline_id)
@@ -482,12 +536,28 @@ for_each_backend! {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        let id = format!("{}@{}", req.baseline_id, req.collection_id);
+        audit::record(&mut *tx, actor, crate::store::AuditChange {
+            action: if old.is_some() { "update" } else { "deploy" },
+            object: "deployment",
+            object_id: &id,
+            before: old.as_ref().map(|o| {
+                serde_json::json!({
+                    "remediate": o.remediate, "interval_s": o.interval_s, "enabled": o.enabled
+                })
+            }),
+            after: Some(serde_json::json!({
+                "remediate": req.remediate, "interval_s": req.interval_s, "enabled": true
+            })),
+        })
+        .await?;
         policy::bump_policy_version(&mut *tx, now).await?;
         Ok(change)
     }
 
     pub(crate) async fn set_deployment_enabled(
         tx: &mut Conn,
+        actor: &crate::store::Actor,
         baseline_id: &str,
         collection_id: &str,
         enabled: bool,
@@ -513,6 +583,15 @@ for_each_backend! {
                 .bind(baseline_id)
                 .bind(collection_id)
                 .execute(&mut *tx)
+                .await?;
+                let id = format!("{baseline_id}@{collection_id}");
+                audit::record(&mut *tx, actor, crate::store::AuditChange {
+                    action: if enabled { "enable" } else { "disable" },
+                    object: "deployment",
+                    object_id: &id,
+                    before: Some(serde_json::json!({ "enabled": !enabled })),
+                    after: Some(serde_json::json!({ "enabled": enabled })),
+                })
                 .await?;
                 policy::bump_policy_version(&mut *tx, now).await?;
                 Ok(Some(Change::Updated))

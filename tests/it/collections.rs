@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use mprelay::agent::Agent;
 use mprelay::policy::collection::{self, ALL_DEVICES};
+use mprelay::store::Actor;
 use mprelay::store::{DeployRequest, Store};
 
 use crate::both_backends;
@@ -82,22 +83,32 @@ async fn a_deployment_reaches_exactly_its_members_and_report_only_changes_nothin
     // Imported but deployed nowhere: no device gets it.
     assert!(baselines_of(&sys, &paris).await.is_empty());
 
-    collection::import_collection_texts(&sys.store, &[("c.toml".into(), PARIS.into())])
-        .await
-        .unwrap();
+    collection::import_collection_texts(
+        &sys.store,
+        &Actor::cli(),
+        &[("c.toml".into(), PARIS.into())],
+    )
+    .await
+    .unwrap();
     sys.store
-        .deploy(&DeployRequest {
-            baseline_id: "t".into(),
-            collection_id: "paris-prod".into(),
-            remediate: false,
-            interval_s: 4 * 3600,
-        })
+        .deploy(
+            &Actor::cli(),
+            &DeployRequest {
+                baseline_id: "t".into(),
+                collection_id: "paris-prod".into(),
+                remediate: false,
+                interval_s: 4 * 3600,
+            },
+        )
         .await
         .unwrap();
     let paris_id = paris.device_id().hex();
     let prod: BTreeMap<String, String> = [("env".to_string(), "prod".to_string())].into();
     for id in [paris_id.clone(), london.device_id().hex()] {
-        sys.store.tag_device(&id, &prod, &[]).await.unwrap();
+        sys.store
+            .tag_device(&Actor::cli(), &id, &prod, &[])
+            .await
+            .unwrap();
     }
     assert_eq!(baselines_of(&sys, &paris).await, vec![("t".into(), false)]);
     assert!(baselines_of(&sys, &london).await.is_empty());
@@ -155,7 +166,7 @@ async fn a_deployment_reaches_exactly_its_members_and_report_only_changes_nothin
     // Moved out (the tag removed): the baseline no longer reaches it and it no longer counts,
     // while its report stays.
     sys.store
-        .tag_device(&paris_id, &BTreeMap::new(), &["env".into()])
+        .tag_device(&Actor::cli(), &paris_id, &BTreeMap::new(), &["env".into()])
         .await
         .unwrap();
     assert!(baselines_of(&sys, &paris).await.is_empty());
@@ -168,10 +179,13 @@ async fn a_deployment_reaches_exactly_its_members_and_report_only_changes_nothin
     assert!(history.is_some(), "the device's compliance stays");
 
     // A disabled deployment reaches nobody.
-    sys.store.tag_device(&paris_id, &prod, &[]).await.unwrap();
+    sys.store
+        .tag_device(&Actor::cli(), &paris_id, &prod, &[])
+        .await
+        .unwrap();
     assert_eq!(baselines_of(&sys, &paris).await.len(), 1);
     sys.store
-        .set_deployment_enabled("t", "paris-prod", false)
+        .set_deployment_enabled(&Actor::cli(), "t", "paris-prod", false)
         .await
         .unwrap();
     assert!(baselines_of(&sys, &paris).await.is_empty());
@@ -221,16 +235,18 @@ async fn cycles_and_unknown_names_are_refused_and_change_nothing(db: TestDb) {
     let v = store.policy_version().await.unwrap();
     let e = collection::import_collection_texts(
         &store,
+        &Actor::cli(),
         &[("a.toml".into(), a.into()), ("b.toml".into(), b.into())],
     )
     .await
     .unwrap_err()
     .to_string();
     assert!(e.contains("include each other"), "{e}");
-    let e = collection::import_collection_texts(&store, &[("a.toml".into(), a.into())])
-        .await
-        .unwrap_err()
-        .to_string();
+    let e =
+        collection::import_collection_texts(&store, &Actor::cli(), &[("a.toml".into(), a.into())])
+            .await
+            .unwrap_err()
+            .to_string();
     assert!(
         e.contains("a.toml line 1") && e.contains("unknown collection \"b\""),
         "{e}"
@@ -238,12 +254,15 @@ async fn cycles_and_unknown_names_are_refused_and_change_nothing(db: TestDb) {
     assert_eq!(store.collections().await.unwrap().len(), 1);
     assert_eq!(store.policy_version().await.unwrap(), v);
     let e = store
-        .deploy(&DeployRequest {
-            baseline_id: "nope".into(),
-            collection_id: ALL_DEVICES.into(),
-            remediate: false,
-            interval_s: 0,
-        })
+        .deploy(
+            &Actor::cli(),
+            &DeployRequest {
+                baseline_id: "nope".into(),
+                collection_id: ALL_DEVICES.into(),
+                remediate: false,
+                interval_s: 0,
+            },
+        )
         .await
         .unwrap_err()
         .to_string();
@@ -374,4 +393,82 @@ fn the_commands_refuse_bad_input_with_exit_64_and_show_what_is_stored() {
     ]));
     assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
     assert!(stderr(&o).contains("no device"), "{}", stderr(&o));
+}
+
+both_backends!(collection_imports_and_deployment_changes_are_audited_with_who_and_values);
+async fn collection_imports_and_deployment_changes_are_audited_with_who_and_values(db: TestDb) {
+    let store = db.store().await;
+    mprelay::policy::import_texts(&store, &[("t.toml".into(), BASELINE.into())])
+        .await
+        .unwrap();
+    collection::import_collection_texts(
+        &store,
+        &Actor::api("alice"),
+        &[("c.toml".into(), PARIS.into())],
+    )
+    .await
+    .unwrap();
+    let deploy = |collection: &str| DeployRequest {
+        baseline_id: "t".into(),
+        collection_id: collection.into(),
+        remediate: false,
+        interval_s: 3600,
+    };
+    store
+        .deploy(&Actor::console("bob"), &deploy("paris-prod"))
+        .await
+        .unwrap();
+    // Refused: no entry.
+    assert!(
+        store
+            .deploy(&Actor::console("bob"), &deploy("nowhere"))
+            .await
+            .is_err()
+    );
+    store
+        .set_deployment_enabled(&Actor::cli(), "t", "paris-prod", false)
+        .await
+        .unwrap();
+    let entries = |object: &str| {
+        let f = mprelay::store::AuditFilter {
+            object: Some(object.into()),
+            limit: 100,
+            ..Default::default()
+        };
+        let store = store.clone();
+        async move { store.audit_entries(&f).await.unwrap() }
+    };
+
+    let imports = entries("collection").await;
+    assert_eq!(imports.len(), 1, "{imports:?}");
+    assert_eq!(
+        (imports[0].who.as_str(), imports[0].via.as_str()),
+        ("alice", "api")
+    );
+    assert_eq!(imports[0].object_id, "paris-prod");
+    assert_eq!(imports[0].after.as_ref().unwrap()["revision"], 1);
+
+    // Newest first: the disable, then the deployment.
+    let deployments = entries("deployment").await;
+    assert_eq!(deployments.len(), 2, "{deployments:?}");
+    let (disable, created) = (&deployments[0], &deployments[1]);
+    assert_eq!(
+        (
+            created.who.as_str(),
+            created.via.as_str(),
+            created.action.as_str()
+        ),
+        ("bob", "console", "deploy")
+    );
+    assert_eq!(created.object_id, "t@paris-prod");
+    assert!(created.before.is_none());
+    let after = created.after.as_ref().unwrap();
+    assert_eq!(
+        (after["remediate"].clone(), after["interval_s"].clone()),
+        (false.into(), 3600.into())
+    );
+    assert!(disable.who.starts_with("cli:"), "{disable:?}");
+    assert_eq!(disable.action, "disable");
+    assert_eq!(disable.before.as_ref().unwrap()["enabled"], true);
+    assert_eq!(disable.after.as_ref().unwrap()["enabled"], false);
 }

@@ -15,6 +15,7 @@ use mprelay::net::HttpClient;
 use mprelay::pki;
 use mprelay::site::policy::PolicyOptions;
 use mprelay::site::{PullOptions, RelayTarget, SiteOptions};
+use mprelay::store::Actor;
 use mprelay::store::SettingView;
 use serde_json::Value;
 
@@ -205,7 +206,7 @@ pub(crate) async fn import(sys: &TestSystem, text: &str) -> u64 {
     let s = mprelay::policy::import_texts(&sys.store, &[("t.toml".to_string(), text.to_string())])
         .await
         .unwrap();
-    mprelay::policy::collection::deploy_to_all_devices(&sys.store, &s)
+    mprelay::policy::collection::deploy_to_all_devices(&sys.store, &Actor::cli(), &s)
         .await
         .unwrap()
 }

@@ -10,6 +10,7 @@ use http::Method;
 use mprelay::agent::Agent;
 use mprelay::agent::run::RunOptions;
 use mprelay::net::{ClientResponse, HttpClient};
+use mprelay::store::Actor;
 use mprelay::store::{DAY_MS, DELETE_AGED_CM_DATA};
 
 use crate::both_backends;
@@ -30,7 +31,7 @@ pub async fn load(sys: &TestSystem, hostnames: &[&str]) {
     let s = mprelay::policy::import_texts(&sys.store, &files)
         .await
         .unwrap();
-    let v = mprelay::policy::collection::deploy_to_all_devices(&sys.store, &s)
+    let v = mprelay::policy::collection::deploy_to_all_devices(&sys.store, &Actor::cli(), &s)
         .await
         .unwrap();
     wait_for_policy(sys, v).await;
@@ -286,7 +287,10 @@ async fn the_console_shows_the_database_and_guards_its_forms(db: TestDb) {
     // And by tag, `key=value` or a part of it.
     let alpha = hits[0].device_id.clone();
     let tags = [("env".to_string(), "prod".to_string())].into();
-    store.tag_device(&alpha, &tags, &[]).await.unwrap();
+    store
+        .tag_device(&Actor::cli(), &alpha, &tags, &[])
+        .await
+        .unwrap();
     let by_tag = store.search_devices("env=PROD", 10).await.unwrap();
     assert_eq!(by_tag.len(), 1);
     assert_eq!(by_tag[0].device_id, alpha);

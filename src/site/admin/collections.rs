@@ -16,6 +16,7 @@ use tracing::{error, info};
 use super::router::{Ctx, Reply, Router};
 use crate::policy::PolicyError;
 use crate::policy::collection::{self, DeploymentCompliance, SiteMembership};
+use crate::store::Actor;
 use crate::store::{Change, CollectionSummary, DeployRequest, Store, StoreError};
 use crate::wire::{Refusal, json_response};
 
@@ -180,7 +181,12 @@ pub(crate) async fn deploy_as_asked(
         remediate,
         interval_s,
     };
-    match ctx.state.store.deploy(&req).await {
+    match ctx
+        .state
+        .store
+        .deploy(&ctx.actor.clone().unwrap_or_else(Actor::site), &req)
+        .await
+    {
         Ok(change) => {
             ctx.state.policy_changed.notify_one();
             info!(baseline = %req.baseline_id, collection = %req.collection_id, remediate,
