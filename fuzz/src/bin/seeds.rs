@@ -42,6 +42,10 @@ fn main() {
             submission::Body::PolicyRequest(PolicyRequest {
                 known_version: 2,
                 user: "alice".into(),
+                hostname: "web-1".into(),
+                os: "Debian GNU/Linux 12".into(),
+                agent_version: "0.1.0".into(),
+                tags: [("role".to_string(), "web".to_string())].into(),
             }),
         ),
     ];
