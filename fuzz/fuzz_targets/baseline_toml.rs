@@ -20,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Err(errors) => {
-            assert!(!errors.is_empty(), "an error result carries at least one error");
+            assert!(
+                !errors.is_empty(),
+                "an error result carries at least one error"
+            );
             for e in errors {
                 assert!(e.line >= 1, "error lines are 1-based: {e:?}");
             }
