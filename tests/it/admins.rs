@@ -224,6 +224,15 @@ async fn roles_are_checked_and_every_change_is_audited(db: TestDb) {
         a[0].after.as_ref().unwrap()["delete_older_than_days"],
         json!(40)
     );
+    // The console's audit page shows the entry, with its values, and filters by who.
+    let (_, p) = b.page("/console/audit?object=maintenance_task").await;
+    assert!(p.contains("<td>boss</td><td>console</td>"), "{p}");
+    assert!(p.contains("delete_older_than_days&quot;:40"), "{p}");
+    let (_, p) = b.page("/console/audit?who=nobody").await;
+    assert!(
+        p.contains("No entry matches.") && !p.contains("<td>boss</td>"),
+        "{p}"
+    );
     // Disabling boss ends its console session.
     sys.store.disable_admin(&cli, "boss").await.unwrap();
     let r = b.send(Method::GET, "/console", None).await;

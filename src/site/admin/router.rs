@@ -51,6 +51,7 @@ pub const ROUTE_ROLES: &[(&str, &str, Role)] = &[
     ("GET", "/console/retention", Role::Read),
     ("POST", "/console/retention", Role::Full),
     ("GET", "/console/terms", Role::Read),
+    ("GET", "/console/audit", Role::Read),
     ("GET", "/console/collections", Role::Read),
     ("GET", "/console/collections/{id}", Role::Read),
     ("GET", "/console/deployments", Role::Read),

@@ -85,6 +85,7 @@ const NAV: &[(&str, &str)] = &[
     ("/console/relays", "Relays"),
     ("/console/retention", "Retention"),
     ("/console/terms", "Terms"),
+    ("/console/audit", "Audit"),
     ("/privacy", "Privacy"),
 ];
 

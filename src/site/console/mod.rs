@@ -12,6 +12,7 @@
 //! | `/console/relays` | per relay: last pull, spool depth, lag, errors |
 //! | `/console/retention` | the retention task's settings (a form to change them) and last runs |
 //! | `/console/terms` | the terms in force and who accepted them |
+//! | `/console/audit` | the audit log, newest first, 50 a page, by administrator and object |
 //! | `/console/collections` | every collection and its member count; `/console/collections/{id}` its members, 50 a page |
 //! | `/console/deployments` | per deployment: devices targeted, compliant, non-compliant, error, not reported yet; a form to deploy |
 //!
@@ -19,6 +20,7 @@
 //! is compiled in, and the Content-Security-Policy forbids scripts. Every string from a device
 //! or a user is escaped ([`html::esc`]); every form carries the session's CSRF token.
 
+mod audit;
 mod baseline;
 mod collections;
 mod device;
@@ -61,6 +63,7 @@ pub fn routes(r: Router) -> Router {
         .console(Method::GET, "/console/devices", lists::devices)
         .console(Method::GET, "/console/devices/{id}", device::device)
         .console(Method::GET, "/console/relays", relays::relays)
+        .console(Method::GET, "/console/audit", audit::audit)
         .console(Method::GET, "/console/retention", retention::retention)
         .console(
             Method::POST,
