@@ -9,7 +9,6 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::{DbArg, Failure, open_store, open_store_read_only, tables, usage};
-use crate::policy::PolicyError;
 use crate::policy::collection::{self, SiteMembership};
 use crate::store::Actor;
 use crate::store::{Change, DeployRequest, Store, StoreError};
@@ -98,18 +97,7 @@ pub(super) async fn collection(c: CollectionCmd) -> Result<(), Failure> {
                     println!("policy version {}", r.policy_version);
                     Ok(())
                 }
-                Err(PolicyError::Invalid(errors)) => {
-                    for e in &errors {
-                        eprintln!("mprelay: {e}");
-                    }
-                    Err(usage(format!(
-                        "{} error{} in the collections; nothing was imported",
-                        errors.len(),
-                        if errors.len() == 1 { "" } else { "s" }
-                    )))
-                }
-                Err(e @ PolicyError::Read { .. }) => Err(Failure::Usage(e.into())),
-                Err(e) => Err(Failure::Other(e.into())),
+                Err(e) => Err(super::import_failure(e, "collections")),
             }
         }
         CollectionCmd::List(db) => {

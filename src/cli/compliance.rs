@@ -11,7 +11,7 @@ use super::{DbArg, Failure, open_store, open_store_read_only, records, tables, u
 use crate::agent::Agent;
 use crate::agent::run::RunOptions;
 use crate::compliance::State;
-use crate::policy::{self, PolicyError};
+use crate::policy;
 use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
@@ -73,18 +73,7 @@ pub(super) async fn baseline(c: BaselineCmd) -> Result<(), Failure> {
                     println!("policy version {}", r.policy_version);
                     Ok(())
                 }
-                Err(PolicyError::Invalid(errors)) => {
-                    for e in &errors {
-                        eprintln!("mprelay: {e}");
-                    }
-                    Err(usage(format!(
-                        "{} error{} in the definitions; nothing was imported",
-                        errors.len(),
-                        if errors.len() == 1 { "" } else { "s" }
-                    )))
-                }
-                Err(e @ PolicyError::Read { .. }) => Err(Failure::Usage(e.into())),
-                Err(e) => Err(Failure::Other(e.into())),
+                Err(e) => Err(super::import_failure(e, "definitions")),
             }
         }
         BaselineCmd::List(db) => {

@@ -315,6 +315,26 @@ impl From<ConfigError> for Failure {
     }
 }
 
+/// An import refused: each error of the files on its own line, then one sentence (exit 64);
+/// a file that cannot be read is bad usage too; anything else is a failure.
+fn import_failure(e: crate::policy::PolicyError, what: &str) -> Failure {
+    use crate::policy::PolicyError;
+    match e {
+        PolicyError::Invalid(errors) => {
+            for e in &errors {
+                eprintln!("mprelay: {e}");
+            }
+            usage(format!(
+                "{} error{} in the {what}; nothing was imported",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            ))
+        }
+        e @ PolicyError::Read { .. } => Failure::Usage(e.into()),
+        e => Failure::Other(e.into()),
+    }
+}
+
 fn usage(msg: impl Into<String>) -> Failure {
     Failure::Usage(anyhow::anyhow!(msg.into()))
 }

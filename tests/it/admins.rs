@@ -189,35 +189,11 @@ async fn roles_are_checked_and_every_change_is_audited(db: TestDb) {
 
     // The console: a compliance administrator's retention form is refused; full's is saved and
     // audited as the console.
-    let mut b = Browser {
-        c: admin_client(&sys),
-        cookie: None,
-    };
-    b.login("officer-new-0123456789").await;
-    let (_, p) = b.page("/console/retention").await;
-    let form = format!(
-        "csrf={}&enabled=on&delete_older_than_days=40&days_of_week=sun&window=01%3A30-03%3A00&time_zone=UTC",
-        csrf_of(&p)
-    );
-    let r = b
-        .send(Method::POST, "/console/retention", Some(&form))
-        .await;
-    assert_eq!(r.status, 403);
+    let (status, _) = retention_form_as(&sys, "officer-new-0123456789").await;
+    assert_eq!(status, 403);
     assert_eq!(audit(&sys, "maintenance_task").await.len(), 1);
-    let mut b = Browser {
-        c: admin_client(&sys),
-        cookie: None,
-    };
-    b.login("boss-token-0123456789").await;
-    let (_, p) = b.page("/console/retention").await;
-    let form = format!(
-        "csrf={}&enabled=on&delete_older_than_days=40&days_of_week=sun&window=01%3A30-03%3A00&time_zone=UTC",
-        csrf_of(&p)
-    );
-    let r = b
-        .send(Method::POST, "/console/retention", Some(&form))
-        .await;
-    assert_eq!(r.status, 303);
+    let (status, b) = retention_form_as(&sys, "boss-token-0123456789").await;
+    assert_eq!(status, 303);
     let a = audit(&sys, "maintenance_task").await;
     assert_eq!((a[0].who.as_str(), a[0].via.as_str()), ("boss", "console"));
     assert_eq!(
@@ -308,4 +284,26 @@ async fn the_cli_manages_administrators_and_its_changes_are_audited(db: TestDb) 
     assert_eq!(entries[0].after, Some(json!("30")));
     let o = cmd(&["audit", "list", "--since", "2020-13-01"]);
     assert_eq!(o.status.code(), Some(64));
+}
+
+/// Logs in to the console with `token` and saves the retention form with a 40-day age: the
+/// answer's status, and the browser (still logged in) for what follows.
+async fn retention_form_as(
+    sys: &crate::helpers::TestSystem,
+    token: &str,
+) -> (http::StatusCode, Browser) {
+    let mut b = Browser {
+        c: admin_client(sys),
+        cookie: None,
+    };
+    b.login(token).await;
+    let (_, p) = b.page("/console/retention").await;
+    let form = format!(
+        "csrf={}&enabled=on&delete_older_than_days=40&days_of_week=sun&window=01%3A30-03%3A00&time_zone=UTC",
+        csrf_of(&p)
+    );
+    let r = b
+        .send(Method::POST, "/console/retention", Some(&form))
+        .await;
+    (r.status, b)
 }
